@@ -1,0 +1,319 @@
+//! A typed client for spendcap's HTTP API (`/v1`).
+//!
+//! Errors keep the distinction that matters with money: [`ClientError::is_unknown`]
+//! is true when the request may have taken effect (a timeout after sending,
+//! or the node's `504 outcome_unknown`): retry with the same idempotency key,
+//! never treat it as a failure.
+
+use std::time::Duration;
+
+use api::*;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// How long a request may take, unless set otherwise.
+pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The node answered with an error body.
+    #[error("{status}: {code}: {message}")]
+    Api { status: u16, code: String, message: String },
+    /// The request may or may not have taken effect.
+    #[error("outcome unknown: {0}")]
+    Unknown(String),
+    /// The request never reached a node.
+    #[error("could not reach the node: {0}")]
+    Unreachable(String),
+    #[error("unexpected answer: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    /// True when the request may have been applied.
+    pub fn is_unknown(&self) -> bool {
+        match self {
+            ClientError::Unknown(_) => true,
+            ClientError::Api { code, .. } => code == codes::OUTCOME_UNKNOWN,
+            _ => false,
+        }
+    }
+
+    /// The API error code, if the node answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// A client for one node (any node: followers forward writes).
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+fn encode(part: &str) -> String {
+    part.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b':' | b'@' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl Client {
+    /// `base` is like `http://127.0.0.1:7700`.
+    pub fn new(base: &str, token: Option<String>) -> Result<Client, ClientError> {
+        Self::with_timeout(base, token, REQUEST_TIMEOUT_DEFAULT)
+    }
+
+    pub fn with_timeout(base: &str, token: Option<String>, timeout: Duration) -> Result<Client, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        Ok(Client {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The same node, acting with another token.
+    pub fn with_token(&self, token: impl Into<String>) -> Client {
+        Client {
+            token: Some(token.into()),
+            ..self.clone()
+        }
+    }
+
+    async fn send<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let text = self.send_raw(method, path, body).await?;
+        serde_json::from_str(&text).map_err(|e| ClientError::Decode(format!("{e}: {text}")))
+    }
+
+    async fn send_raw<B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<String, ClientError> {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| {
+            if e.is_connect() || e.is_builder() {
+                ClientError::Unreachable(e.to_string())
+            } else {
+                ClientError::Unknown(e.to_string())
+            }
+        })?;
+        let status = response.status();
+        let text = response.text().await.map_err(|e| ClientError::Unknown(e.to_string()))?;
+        if status.is_success() {
+            return Ok(text);
+        }
+        match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(e) => Err(ClientError::Api {
+                status: status.as_u16(),
+                code: e.code,
+                message: e.message,
+            }),
+            Err(_) if status == StatusCode::GATEWAY_TIMEOUT => Err(ClientError::Unknown(text)),
+            Err(_) => Err(ClientError::Api {
+                status: status.as_u16(),
+                code: "unexpected".into(),
+                message: text,
+            }),
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.send::<(), T>(Method::GET, path, None).await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        self.send(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn healthz(&self) -> Result<Health, ClientError> {
+        self.get("/healthz").await
+    }
+
+    pub async fn readyz(&self) -> Result<Health, ClientError> {
+        self.get("/readyz").await
+    }
+
+    pub async fn create_budget(&self, req: &CreateBudgetRequest) -> Result<BudgetView, ClientError> {
+        self.post("/v1/budgets", req).await
+    }
+
+    pub async fn update_budget(&self, id: &str, req: &UpdateBudgetRequest) -> Result<BudgetView, ClientError> {
+        self.send(Method::PATCH, &format!("/v1/budgets/{}", encode(id)), Some(req))
+            .await
+    }
+
+    pub async fn get_budget(&self, id: &str) -> Result<BudgetView, ClientError> {
+        self.get(&format!("/v1/budgets/{}", encode(id))).await
+    }
+
+    pub async fn list_budgets(&self, after: Option<&str>, limit: Option<u32>) -> Result<Page<BudgetView>, ClientError> {
+        self.get(&format!("/v1/budgets{}", list_query(after, limit))).await
+    }
+
+    pub async fn create_session(&self, req: &CreateSessionRequest) -> Result<CreateSessionResponse, ClientError> {
+        self.post("/v1/sessions", req).await
+    }
+
+    pub async fn get_session(&self, id: &str) -> Result<SessionView, ClientError> {
+        self.get(&format!("/v1/sessions/{}", encode(id))).await
+    }
+
+    pub async fn list_sessions(
+        &self,
+        after: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Page<SessionView>, ClientError> {
+        self.get(&format!("/v1/sessions{}", list_query(after, limit))).await
+    }
+
+    pub async fn revoke_session(&self, id: &str) -> Result<SessionView, ClientError> {
+        self.post(&format!("/v1/sessions/{}/revoke", encode(id)), &serde_json::json!({}))
+            .await
+    }
+
+    pub async fn rotate_token(&self, id: &str) -> Result<TokenResponse, ClientError> {
+        self.post(&format!("/v1/sessions/{}/token", encode(id)), &serde_json::json!({}))
+            .await
+    }
+
+    pub async fn authorize(&self, session_id: &str, req: &AuthorizeRequest) -> Result<Decision, ClientError> {
+        self.post(&format!("/v1/sessions/{}/authorizations", encode(session_id)), req)
+            .await
+    }
+
+    pub async fn batch_authorize(&self, req: &BatchAuthorizeRequest) -> Result<BatchAuthorizeResponse, ClientError> {
+        self.post("/v1/batch/authorize", req).await
+    }
+
+    pub async fn capture(&self, authorization_id: &str, req: &CaptureRequest) -> Result<CaptureResponse, ClientError> {
+        self.post(&format!("/v1/authorizations/{}/capture", encode(authorization_id)), req)
+            .await
+    }
+
+    pub async fn void(&self, authorization_id: &str, req: &VoidRequest) -> Result<VoidResponse, ClientError> {
+        self.post(&format!("/v1/authorizations/{}/void", encode(authorization_id)), req)
+            .await
+    }
+
+    pub async fn get_authorization(&self, id: &str) -> Result<AuthorizationView, ClientError> {
+        self.get(&format!("/v1/authorizations/{}", encode(id))).await
+    }
+
+    pub async fn receipts(&self, q: &ReceiptQuery) -> Result<Page<ReceiptView>, ClientError> {
+        self.get(&format!("/v1/receipts{}", receipt_query(q))).await
+    }
+
+    pub async fn get_receipt(&self, id: &str) -> Result<ReceiptView, ClientError> {
+        self.get(&format!("/v1/receipts/{}", encode(id))).await
+    }
+
+    /// Every matching receipt, one JSON object per line.
+    pub async fn export_receipts(&self, q: &ReceiptQuery) -> Result<String, ClientError> {
+        self.send_raw::<()>(Method::GET, &format!("/v1/receipts/export{}", receipt_query(q)), None)
+            .await
+    }
+
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
+        self.get("/v1/cluster/status").await
+    }
+
+    pub async fn cluster_digest(&self) -> Result<DigestView, ClientError> {
+        self.get("/v1/cluster/digest").await
+    }
+
+    pub async fn add_learner(&self, req: &AddLearnerRequest) -> Result<MembershipResponse, ClientError> {
+        self.post("/v1/cluster/learners", req).await
+    }
+
+    pub async fn change_membership(&self, req: &ChangeMembershipRequest) -> Result<MembershipResponse, ClientError> {
+        self.post("/v1/cluster/membership", req).await
+    }
+
+    pub async fn trigger_snapshot(&self) -> Result<(), ClientError> {
+        self.send_raw(Method::POST, "/v1/cluster/snapshot", Some(&serde_json::json!({})))
+            .await
+            .map(|_| ())
+    }
+
+    /// Any GET, raw (for the CLI and tests).
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        self.send_raw::<()>(Method::GET, path, None).await
+    }
+}
+
+fn list_query(after: Option<&str>, limit: Option<u32>) -> String {
+    let mut parts = Vec::new();
+    if let Some(a) = after {
+        parts.push(format!("after={}", encode(a)));
+    }
+    if let Some(l) = limit {
+        parts.push(format!("limit={l}"));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+fn receipt_query(q: &ReceiptQuery) -> String {
+    let mut parts = Vec::new();
+    let mut add = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            parts.push(format!("{k}={}", encode(&v)));
+        }
+    };
+    add("session_id", q.session_id.clone());
+    add("agent_id", q.agent_id.clone());
+    add("tool", q.tool.clone());
+    add("from_ms", q.from_ms.map(|v| v.to_string()));
+    add("to_ms", q.to_ms.map(|v| v.to_string()));
+    add("after", q.after.clone());
+    add("limit", q.limit.map(|v| v.to_string()));
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}

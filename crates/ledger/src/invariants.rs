@@ -1,0 +1,180 @@
+//! The ledger's invariants, checked in full by tests and on load, and for the
+//! records an entry touched after every apply in debug builds.
+
+use std::collections::BTreeMap;
+
+use crate::amount::Amount;
+use crate::command::HoldStatus;
+use crate::ids::{BudgetId, SessionId, Tool};
+use crate::records::RecordKey;
+use crate::state::{CapUsage, Ledger, Usage};
+
+fn within(what: &str, cap: &CapUsage) -> Result<(), String> {
+    let total = cap.usage.spent.checked_add(cap.usage.held);
+    match total {
+        Some(t) if t <= cap.cap => Ok(()),
+        _ => Err(format!(
+            "{what}: spent {} + held {} exceeds cap {}",
+            cap.usage.spent, cap.usage.held, cap.cap
+        )),
+    }
+}
+
+fn add(map: &mut BTreeMap<String, Amount>, key: String, amount: Amount) -> Result<(), String> {
+    let slot = map.entry(key).or_default();
+    *slot = slot.checked_add(amount).ok_or("sum of holds overflows")?;
+    Ok(())
+}
+
+impl Ledger {
+    /// Every invariant over the whole state:
+    /// - for every session, budget and tool cap: spent + held <= cap;
+    /// - what each level holds equals the sum of the live holds under it;
+    /// - what each budget has spent equals what the sessions under it spent;
+    /// - the derived indexes match the records.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut held: BTreeMap<String, Amount> = BTreeMap::new();
+        for hold in self.holds.values() {
+            if hold.status != HoldStatus::Held {
+                return Err(format!("live hold {} has status {:?}", hold.id, hold.status));
+            }
+            if hold.id.0 >= self.meta.next_hold_id {
+                return Err(format!("hold {} is beyond the id counter", hold.id));
+            }
+            let session = self
+                .sessions
+                .get(&hold.session_id)
+                .ok_or_else(|| format!("hold {} names unknown session {}", hold.id, hold.session_id))?;
+            add(&mut held, format!("s/{}", session.id), hold.amount)?;
+            add(&mut held, format!("s/{}/{}", session.id, hold.tool), hold.amount)?;
+            for b in self.chain_of(&session.budget) {
+                add(&mut held, format!("b/{b}"), hold.amount)?;
+                add(&mut held, format!("b/{b}/{}", hold.tool), hold.amount)?;
+            }
+            if !self.hold_deadlines.contains(&(hold.expires_at_ms, hold.id)) {
+                return Err(format!("hold {} missing from the deadline index", hold.id));
+            }
+            if hold.expires_at_ms <= self.meta.now_ms {
+                return Err(format!("hold {} outlived its deadline", hold.id));
+            }
+        }
+        if self.hold_deadlines.len() != self.holds.len() {
+            return Err("deadline index has entries for holds that are gone".into());
+        }
+        let held_of = |key: String| held.get(&key).copied().unwrap_or_default();
+
+        let mut spent: BTreeMap<String, Amount> = BTreeMap::new();
+        for session in self.sessions.values() {
+            within(&format!("session {}", session.id), &session.limit)?;
+            if session.limit.usage.held != held_of(format!("s/{}", session.id)) {
+                return Err(format!(
+                    "session {} holds {} but its live holds sum differently",
+                    session.id, session.limit.usage.held
+                ));
+            }
+            for (tool, tc) in &session.tool_caps {
+                within(&format!("session {} tool {tool}", session.id), tc)?;
+                if tc.usage.held != held_of(format!("s/{}/{tool}", session.id)) {
+                    return Err(format!(
+                        "session {} tool {tool} held amount disagrees with its holds",
+                        session.id
+                    ));
+                }
+            }
+            if self.by_token.get(&session.token_hash) != Some(&session.id) {
+                return Err(format!("token index misses session {}", session.id));
+            }
+            for b in self.chain_of(&session.budget) {
+                add(&mut spent, b.to_string(), session.limit.usage.spent)?;
+            }
+        }
+        if self.by_token.len() != self.sessions.len() {
+            return Err("token index has stale entries".into());
+        }
+        for budget in self.budgets.values() {
+            within(&format!("budget {}", budget.id), &budget.limit)?;
+            if budget.limit.usage.held != held_of(format!("b/{}", budget.id)) {
+                return Err(format!("budget {} held amount disagrees with its holds", budget.id));
+            }
+            if budget.limit.usage.spent != spent.get(budget.id.as_str()).copied().unwrap_or_default() {
+                return Err(format!("budget {} spent amount disagrees with its sessions", budget.id));
+            }
+            for (tool, tc) in &budget.tool_caps {
+                within(&format!("budget {} tool {tool}", budget.id), tc)?;
+                if tc.usage.held != held_of(format!("b/{}/{tool}", budget.id)) {
+                    return Err(format!(
+                        "budget {} tool {tool} held amount disagrees with its holds",
+                        budget.id
+                    ));
+                }
+            }
+        }
+        for (key, record) in &self.idempotency {
+            if !self.key_deadlines.contains(&(record.expires_at_ms, key.clone())) {
+                return Err("idempotency deadline index misses a key".into());
+            }
+        }
+        if self.key_deadlines.len() != self.idempotency.len() {
+            return Err("idempotency deadline index has stale entries".into());
+        }
+        Ok(())
+    }
+
+    fn chain_of(&self, start: &Option<BudgetId>) -> Vec<BudgetId> {
+        let mut out = Vec::new();
+        let mut next = start.clone();
+        while let Some(id) = next {
+            next = self.budgets.get(&id).and_then(|b| b.parent.clone());
+            out.push(id);
+        }
+        out
+    }
+
+    /// The cap invariant for the sessions and budgets the last entry touched;
+    /// cheap enough to run after every apply in debug builds.
+    #[cfg(debug_assertions)]
+    pub(crate) fn check_touched(&self) {
+        for key in &self.changes.dirty {
+            match key {
+                RecordKey::Session(id) => {
+                    if let Some(s) = self.sessions.get(id) {
+                        assert_cap(&s.id, None, &s.limit);
+                        for (tool, tc) in &s.tool_caps {
+                            assert_cap(&s.id, Some(tool), tc);
+                        }
+                    }
+                }
+                RecordKey::Budget(id) => {
+                    if let Some(b) = self.budgets.get(id) {
+                        assert_budget(&b.id, None, &b.limit);
+                        for (tool, tc) in &b.tool_caps {
+                            assert_budget(&b.id, Some(tool), tc);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(debug_assertions)]
+fn assert_cap(id: &SessionId, tool: Option<&Tool>, cap: &CapUsage) {
+    assert!(
+        fits(&cap.usage, cap.cap),
+        "session {id} tool {tool:?} over its cap: {cap:?}"
+    );
+}
+
+#[cfg(debug_assertions)]
+fn assert_budget(id: &BudgetId, tool: Option<&Tool>, cap: &CapUsage) {
+    assert!(
+        fits(&cap.usage, cap.cap),
+        "budget {id} tool {tool:?} over its cap: {cap:?}"
+    );
+}
+
+#[cfg(debug_assertions)]
+fn fits(usage: &Usage, cap: Amount) -> bool {
+    usage.spent.checked_add(usage.held).is_some_and(|t| t <= cap)
+}

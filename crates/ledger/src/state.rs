@@ -1,0 +1,889 @@
+//! The replicated state and the one function that changes it: [`Ledger::apply`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::amount::Amount;
+use crate::command::*;
+use crate::ids::*;
+use crate::records::{HistoryRecord, RecordKey};
+
+/// Spent and held amounts against one cap.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub spent: Amount,
+    pub held: Amount,
+}
+
+impl Usage {
+    /// spent + held. The invariant `committed <= cap` keeps this in range.
+    pub fn committed(&self) -> Amount {
+        self.spent
+            .checked_add(self.held)
+            .expect("spent + held never exceeds a cap, so it cannot overflow")
+    }
+
+    /// What is left under `cap`.
+    pub fn remaining(&self, cap: Amount) -> Amount {
+        cap.saturating_sub(self.committed())
+    }
+
+    /// True when `amount` more still fits under `cap`.
+    fn fits(&self, cap: Amount, amount: Amount) -> bool {
+        self.committed().checked_add(amount).is_some_and(|total| total <= cap)
+    }
+
+    fn hold(&mut self, amount: Amount) {
+        self.held = self
+            .held
+            .checked_add(amount)
+            .expect("checked by fits() before reserving");
+    }
+
+    /// Moves a hold to spent: `captured` becomes spent, the whole hold stops
+    /// being held.
+    fn settle(&mut self, held: Amount, captured: Amount) {
+        self.held = self
+            .held
+            .checked_sub(held)
+            .expect("a level never holds less than its live holds");
+        self.spent = self
+            .spent
+            .checked_add(captured)
+            .expect("captured <= held, so spent + held stays <= cap");
+    }
+}
+
+/// A cap together with what counts against it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapUsage {
+    pub cap: Amount,
+    pub usage: Usage,
+}
+
+impl CapUsage {
+    fn new(cap: Amount) -> Self {
+        CapUsage {
+            cap,
+            usage: Usage::default(),
+        }
+    }
+
+    pub fn remaining(&self) -> Amount {
+        self.usage.remaining(self.cap)
+    }
+}
+
+/// A named account with a cap; sessions draw on it and on all its ancestors.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Budget {
+    pub id: BudgetId,
+    pub asset: Asset,
+    pub limit: CapUsage,
+    pub tool_caps: BTreeMap<Tool, CapUsage>,
+    pub parent: Option<BudgetId>,
+    pub depth: u8,
+    pub created_at_ms: u64,
+}
+
+/// The seed's PaymentSession: a credential with a cap baked in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub id: SessionId,
+    pub token_hash: TokenHash,
+    pub asset: Asset,
+    pub limit: CapUsage,
+    pub tool_caps: BTreeMap<Tool, CapUsage>,
+    pub budget: Option<BudgetId>,
+    pub agent_id: String,
+    pub wallet_address: Option<String>,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub revoked: bool,
+}
+
+/// An authorization: money reserved until captured, voided or expired.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub id: HoldId,
+    pub session_id: SessionId,
+    pub tool: Tool,
+    pub amount: Amount,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub idempotency_key: Option<IdempotencyKey>,
+    pub context: DecisionContext,
+    pub status: HoldStatus,
+    pub captured: Amount,
+    pub resolved_at_ms: Option<u64>,
+    pub receipt_id: Option<ReceiptId>,
+}
+
+/// The audit record of a capture.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub id: ReceiptId,
+    pub hold_id: HoldId,
+    pub session_id: SessionId,
+    pub agent_id: String,
+    pub tool: Tool,
+    pub amount: Amount,
+    pub asset: Asset,
+    pub wallet_address: Option<String>,
+    pub payment_request_id: Option<String>,
+    pub signature: Option<String>,
+    pub transaction_hash: Option<String>,
+    pub network: Option<String>,
+    pub resource_url: Option<String>,
+    pub timestamp_ms: u64,
+    pub context: DecisionContext,
+    /// SHA-256 chain over all history records before this one: the audit
+    /// trail cannot be edited without breaking every later digest.
+    pub previous_history_hash: [u8; 32],
+}
+
+/// Where an idempotency key lives: authorizations are keyed per session,
+/// captures and voids per hold.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum KeyScope {
+    Session(SessionId),
+    Hold(HoldId),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ScopedKey {
+    pub scope: KeyScope,
+    pub key: IdempotencyKey,
+}
+
+/// The first result for an idempotency key, kept for [`IDEMPOTENCY_WINDOW_MS`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// The session whose command wrote it; only it (or the admin) may replay.
+    pub owner: Option<SessionId>,
+    pub fingerprint: [u8; 16],
+    pub outcome: Outcome,
+    pub expires_at_ms: u64,
+}
+
+/// Counters and clocks of the state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Log time: the largest entry stamp applied so far. Never runs backwards.
+    pub now_ms: u64,
+    pub next_hold_id: u64,
+    pub next_receipt_id: u64,
+    /// Head of the SHA-256 chain over every history record emitted.
+    pub history_head: [u8; 32],
+    pub entries_applied: u64,
+}
+
+/// What applying changed: records to write (or delete, when the state no
+/// longer has them) and history records to append. The node writes these in
+/// the same atomic batch as the applied log id.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub dirty: BTreeSet<RecordKey>,
+    pub history: Vec<HistoryRecord>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.dirty.is_empty() && self.history.is_empty()
+    }
+}
+
+/// The whole decision state. Same entries in, byte-identical state out.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    pub(crate) meta: Meta,
+    pub(crate) budgets: BTreeMap<BudgetId, Budget>,
+    pub(crate) sessions: BTreeMap<SessionId, Session>,
+    /// Live holds only; resolved ones move to history.
+    pub(crate) holds: BTreeMap<HoldId, Hold>,
+    pub(crate) idempotency: BTreeMap<ScopedKey, IdempotencyRecord>,
+    // Indexes derived from the above; not part of the digest.
+    pub(crate) by_token: BTreeMap<TokenHash, SessionId>,
+    pub(crate) hold_deadlines: BTreeSet<(u64, HoldId)>,
+    pub(crate) key_deadlines: BTreeSet<(u64, ScopedKey)>,
+    pub(crate) changes: Changes,
+}
+
+fn fingerprint<T: Serialize>(value: &T) -> [u8; 16] {
+    // Encoding plain data into a Vec cannot fail.
+    let bytes = postcard::to_allocvec(value).expect("postcard encodes plain data");
+    let hash = Sha256::digest(bytes);
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&hash[..16]);
+    out
+}
+
+impl Ledger {
+    pub fn new() -> Ledger {
+        Ledger::default()
+    }
+
+    /// Applies one log entry: first time moves forward (expiring holds and
+    /// idempotency keys whose time has come), then each command in order.
+    /// Returns exactly one outcome per command.
+    pub fn apply(&mut self, entry: &Entry) -> Vec<Outcome> {
+        self.advance_time(entry.time_ms);
+        let outcomes: Vec<Outcome> = entry.commands.iter().map(|c| self.apply_command(c)).collect();
+        self.meta.entries_applied += 1;
+        self.changes.dirty.insert(RecordKey::Meta);
+        #[cfg(debug_assertions)]
+        self.check_touched();
+        outcomes
+    }
+
+    /// Takes what changed since the last call.
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
+    fn advance_time(&mut self, time_ms: u64) {
+        if time_ms <= self.meta.now_ms {
+            return;
+        }
+        self.meta.now_ms = time_ms;
+        let now = self.meta.now_ms;
+        while let Some(&(deadline, id)) = self.hold_deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.resolve_hold(id, HoldStatus::Expired, Amount::ZERO, None);
+        }
+        while let Some((deadline, _)) = self.key_deadlines.first() {
+            if *deadline > now {
+                break;
+            }
+            if let Some((_, key)) = self.key_deadlines.pop_first() {
+                self.idempotency.remove(&key);
+                self.changes.dirty.insert(RecordKey::Idempotency(key));
+            }
+        }
+    }
+
+    fn apply_command(&mut self, command: &Command) -> Outcome {
+        if let Err(e) = command.validate() {
+            return Outcome::Refused(Refusal::Invalid(e));
+        }
+        match command {
+            Command::CreateBudget(c) => self.create_budget(c),
+            Command::UpdateBudget(c) => self.update_budget(c),
+            Command::CreateSession(c) => self.create_session(c),
+            Command::RevokeSession { session_id } => self.revoke_session(session_id),
+            Command::RotateSessionToken { session_id, token_hash } => self.rotate_token(session_id, *token_hash),
+            Command::Authorize(c) => self.authorize(c),
+            Command::Capture(c) => self.capture(c),
+            Command::Void(c) => self.void(c),
+        }
+    }
+
+    fn create_budget(&mut self, c: &CreateBudget) -> Outcome {
+        if let Some(existing) = self.budgets.get(&c.id) {
+            let same = existing.asset == c.asset
+                && existing.limit.cap == c.cap
+                && existing.parent == c.parent
+                && existing.tool_caps.len() == c.tool_caps.len()
+                && existing
+                    .tool_caps
+                    .iter()
+                    .all(|(t, u)| c.tool_caps.get(t) == Some(&u.cap));
+            return if same {
+                Outcome::BudgetCreated { existed: true }
+            } else {
+                Outcome::Refused(Refusal::AlreadyExists)
+            };
+        }
+        let depth = match &c.parent {
+            None => 1,
+            Some(parent_id) => match self.budgets.get(parent_id) {
+                None => {
+                    return Outcome::Refused(Refusal::UnknownBudget {
+                        budget_id: parent_id.clone(),
+                    })
+                }
+                Some(parent) if parent.asset != c.asset => {
+                    return Outcome::Refused(Refusal::AssetMismatch {
+                        expected: parent.asset.code.to_string(),
+                        found: c.asset.code.to_string(),
+                    })
+                }
+                Some(parent) if parent.depth >= BUDGET_DEPTH_MAX => {
+                    return Outcome::Refused(Refusal::BudgetDepthExceeded)
+                }
+                Some(parent) => parent.depth + 1,
+            },
+        };
+        let budget = Budget {
+            id: c.id.clone(),
+            asset: c.asset.clone(),
+            limit: CapUsage::new(c.cap),
+            tool_caps: c
+                .tool_caps
+                .iter()
+                .map(|(t, cap)| (t.clone(), CapUsage::new(*cap)))
+                .collect(),
+            parent: c.parent.clone(),
+            depth,
+            created_at_ms: self.meta.now_ms,
+        };
+        self.budgets.insert(c.id.clone(), budget);
+        self.changes.dirty.insert(RecordKey::Budget(c.id.clone()));
+        Outcome::BudgetCreated { existed: false }
+    }
+
+    fn update_budget(&mut self, c: &UpdateBudget) -> Outcome {
+        let Some(budget) = self.budgets.get_mut(&c.id) else {
+            return Outcome::Refused(Refusal::UnknownBudget {
+                budget_id: c.id.clone(),
+            });
+        };
+        if let Some(cap) = c.cap {
+            let committed = budget.limit.usage.committed();
+            if cap < committed {
+                return Outcome::Refused(Refusal::CapBelowUsage { committed });
+            }
+        }
+        // New per-tool caps start from the usage the old table tracked; a
+        // tool that had no cap before has no tracked usage, so it starts at
+        // zero (documented: add tool caps before traffic flows).
+        let mut new_tool_caps = BTreeMap::new();
+        if let Some(caps) = &c.tool_caps {
+            for (tool, cap) in caps {
+                let usage = budget.tool_caps.get(tool).map(|u| u.usage).unwrap_or_default();
+                if *cap < usage.committed() {
+                    return Outcome::Refused(Refusal::CapBelowUsage {
+                        committed: usage.committed(),
+                    });
+                }
+                new_tool_caps.insert(tool.clone(), CapUsage { cap: *cap, usage });
+            }
+        }
+        if let Some(cap) = c.cap {
+            budget.limit.cap = cap;
+        }
+        if c.tool_caps.is_some() {
+            budget.tool_caps = new_tool_caps;
+        }
+        self.changes.dirty.insert(RecordKey::Budget(c.id.clone()));
+        Outcome::BudgetUpdated
+    }
+
+    fn create_session(&mut self, c: &CreateSession) -> Outcome {
+        if let Some(existing) = self.sessions.get(&c.id) {
+            // A retry of the same creation (its token is a new random one, so
+            // it is not compared): report the session as it is.
+            let same = existing.asset == c.asset
+                && existing.limit.cap == c.cap
+                && existing.budget == c.budget
+                && existing.agent_id == c.agent_id
+                && existing.wallet_address == c.wallet_address
+                && existing.tool_caps.len() == c.tool_caps.len()
+                && existing
+                    .tool_caps
+                    .iter()
+                    .all(|(t, u)| c.tool_caps.get(t) == Some(&u.cap));
+            return if same {
+                Outcome::SessionCreated {
+                    existed: true,
+                    expires_at_ms: existing.expires_at_ms,
+                }
+            } else {
+                Outcome::Refused(Refusal::AlreadyExists)
+            };
+        }
+        if self.by_token.contains_key(&c.token_hash) {
+            // Tokens are 256-bit random; a repeat means a broken generator.
+            return Outcome::Refused(Refusal::AlreadyExists);
+        }
+        if let Some(budget_id) = &c.budget {
+            match self.budgets.get(budget_id) {
+                None => {
+                    return Outcome::Refused(Refusal::UnknownBudget {
+                        budget_id: budget_id.clone(),
+                    })
+                }
+                Some(b) if b.asset != c.asset => {
+                    return Outcome::Refused(Refusal::AssetMismatch {
+                        expected: b.asset.code.to_string(),
+                        found: c.asset.code.to_string(),
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+        let now = self.meta.now_ms;
+        let expires_at_ms = now.saturating_add(c.ttl_ms);
+        let session = Session {
+            id: c.id.clone(),
+            token_hash: c.token_hash,
+            asset: c.asset.clone(),
+            limit: CapUsage::new(c.cap),
+            tool_caps: c
+                .tool_caps
+                .iter()
+                .map(|(t, cap)| (t.clone(), CapUsage::new(*cap)))
+                .collect(),
+            budget: c.budget.clone(),
+            agent_id: c.agent_id.clone(),
+            wallet_address: c.wallet_address.clone(),
+            created_at_ms: now,
+            expires_at_ms,
+            revoked: false,
+        };
+        self.by_token.insert(c.token_hash, c.id.clone());
+        self.sessions.insert(c.id.clone(), session);
+        self.changes.dirty.insert(RecordKey::Session(c.id.clone()));
+        Outcome::SessionCreated {
+            existed: false,
+            expires_at_ms,
+        }
+    }
+
+    fn revoke_session(&mut self, id: &SessionId) -> Outcome {
+        let Some(session) = self.sessions.get_mut(id) else {
+            return Outcome::Refused(Refusal::UnknownSession);
+        };
+        let already = session.revoked;
+        session.revoked = true;
+        self.changes.dirty.insert(RecordKey::Session(id.clone()));
+        Outcome::SessionRevoked { already }
+    }
+
+    fn rotate_token(&mut self, id: &SessionId, token_hash: TokenHash) -> Outcome {
+        if self.by_token.contains_key(&token_hash) {
+            return Outcome::Refused(Refusal::AlreadyExists);
+        }
+        let Some(session) = self.sessions.get_mut(id) else {
+            return Outcome::Refused(Refusal::UnknownSession);
+        };
+        self.by_token.remove(&session.token_hash);
+        session.token_hash = token_hash;
+        self.by_token.insert(token_hash, id.clone());
+        self.changes.dirty.insert(RecordKey::Session(id.clone()));
+        Outcome::TokenRotated
+    }
+
+    /// Looks up an idempotency key: `Some(outcome)` ends the command (the
+    /// first result again, or a conflict).
+    fn replay(&self, key: &Option<ScopedKey>, fingerprint: &[u8; 16]) -> Option<Outcome> {
+        let record = self.idempotency.get(key.as_ref()?)?;
+        Some(if &record.fingerprint == fingerprint {
+            record.outcome.as_replay()
+        } else {
+            Outcome::Refused(Refusal::IdempotencyConflict)
+        })
+    }
+
+    fn remember(&mut self, key: Option<ScopedKey>, owner: Option<SessionId>, fingerprint: [u8; 16], outcome: &Outcome) {
+        let Some(key) = key else { return };
+        let expires_at_ms = self.meta.now_ms.saturating_add(IDEMPOTENCY_WINDOW_MS);
+        self.key_deadlines.insert((expires_at_ms, key.clone()));
+        self.idempotency.insert(
+            key.clone(),
+            IdempotencyRecord {
+                owner,
+                fingerprint,
+                outcome: outcome.clone(),
+                expires_at_ms,
+            },
+        );
+        self.changes.dirty.insert(RecordKey::Idempotency(key));
+    }
+
+    /// The budgets a session draws on, nearest first.
+    fn budget_chain(&self, session: &Session) -> Vec<BudgetId> {
+        let mut chain = Vec::new();
+        let mut next = session.budget.clone();
+        while let Some(id) = next {
+            let Some(b) = self.budgets.get(&id) else { break };
+            next = b.parent.clone();
+            chain.push(id);
+        }
+        chain
+    }
+
+    fn authorize(&mut self, c: &Authorize) -> Outcome {
+        let Some(session) = self.sessions.get(&c.session_id) else {
+            return Outcome::Denied(DenyReason::UnknownSession);
+        };
+        let key = c.idempotency_key.clone().map(|key| ScopedKey {
+            scope: KeyScope::Session(c.session_id.clone()),
+            key,
+        });
+        let fp = fingerprint(&("authorize", &c.amount, &c.tool, &c.hold_ttl_ms, &c.context));
+        if let Some(outcome) = self.replay(&key, &fp) {
+            return outcome;
+        }
+        let now = self.meta.now_ms;
+        if session.revoked {
+            return Outcome::Denied(DenyReason::SessionRevoked);
+        }
+        if now >= session.expires_at_ms {
+            return Outcome::Denied(DenyReason::SessionExpired);
+        }
+        let amount = match c.amount.resolve(session.asset.decimals) {
+            Ok(a) => a,
+            Err(e) => return Outcome::Refused(Refusal::InvalidAmount { message: e.to_string() }),
+        };
+
+        // Check every level before touching any: a denial changes nothing.
+        if let Some(tc) = session.tool_caps.get(&c.tool) {
+            if !tc.usage.fits(tc.cap, amount) {
+                return Outcome::Denied(DenyReason::ToolCap {
+                    tool: c.tool.clone(),
+                    budget_id: None,
+                    remaining: tc.remaining(),
+                });
+            }
+        }
+        if !session.limit.usage.fits(session.limit.cap, amount) {
+            return Outcome::Denied(DenyReason::SessionCap {
+                remaining: session.limit.remaining(),
+            });
+        }
+        let chain = self.budget_chain(session);
+        for budget_id in &chain {
+            let b = &self.budgets[budget_id];
+            if let Some(tc) = b.tool_caps.get(&c.tool) {
+                if !tc.usage.fits(tc.cap, amount) {
+                    return Outcome::Denied(DenyReason::ToolCap {
+                        tool: c.tool.clone(),
+                        budget_id: Some(budget_id.clone()),
+                        remaining: tc.remaining(),
+                    });
+                }
+            }
+            if !b.limit.usage.fits(b.limit.cap, amount) {
+                return Outcome::Denied(DenyReason::BudgetCap {
+                    budget_id: budget_id.clone(),
+                    remaining: b.limit.remaining(),
+                });
+            }
+        }
+
+        // Reserve at every level.
+        let session = self.sessions.get_mut(&c.session_id).expect("looked up above");
+        session.limit.usage.hold(amount);
+        if let Some(tc) = session.tool_caps.get_mut(&c.tool) {
+            tc.usage.hold(amount);
+        }
+        let session_remaining = session.limit.remaining();
+        for budget_id in &chain {
+            let b = self.budgets.get_mut(budget_id).expect("in the chain");
+            b.limit.usage.hold(amount);
+            if let Some(tc) = b.tool_caps.get_mut(&c.tool) {
+                tc.usage.hold(amount);
+            }
+            self.changes.dirty.insert(RecordKey::Budget(budget_id.clone()));
+        }
+        self.changes.dirty.insert(RecordKey::Session(c.session_id.clone()));
+
+        let hold_id = HoldId(self.meta.next_hold_id);
+        self.meta.next_hold_id += 1;
+        let expires_at_ms = now.saturating_add(c.hold_ttl_ms.unwrap_or(HOLD_TTL_DEFAULT_MS));
+        self.holds.insert(
+            hold_id,
+            Hold {
+                id: hold_id,
+                session_id: c.session_id.clone(),
+                tool: c.tool.clone(),
+                amount,
+                created_at_ms: now,
+                expires_at_ms,
+                idempotency_key: c.idempotency_key.clone(),
+                context: c.context.clone(),
+                status: HoldStatus::Held,
+                captured: Amount::ZERO,
+                resolved_at_ms: None,
+                receipt_id: None,
+            },
+        );
+        self.hold_deadlines.insert((expires_at_ms, hold_id));
+        self.changes.dirty.insert(RecordKey::Hold(hold_id));
+
+        let outcome = Outcome::Approved {
+            approval: Approval {
+                hold_id,
+                amount,
+                session_remaining,
+                expires_at_ms,
+            },
+            replayed: false,
+        };
+        self.remember(key, Some(c.session_id.clone()), fp, &outcome);
+        outcome
+    }
+
+    /// Finds a live hold the caller may resolve, or the refusal. A retried
+    /// capture or void whose key is remembered gets its first result back,
+    /// also after the hold left memory.
+    fn resolvable(
+        &self,
+        hold_id: HoldId,
+        caller: &Caller,
+        key: &Option<ScopedKey>,
+        fp: &[u8; 16],
+    ) -> Result<&Hold, Outcome> {
+        if let Some(record) = key.as_ref().and_then(|k| self.idempotency.get(k)) {
+            if let Caller::Session(s) = caller {
+                if record.owner.as_ref() != Some(s) {
+                    return Err(Outcome::Refused(Refusal::Forbidden));
+                }
+            }
+            return Err(if &record.fingerprint == fp {
+                record.outcome.as_replay()
+            } else {
+                Outcome::Refused(Refusal::IdempotencyConflict)
+            });
+        }
+        match self.holds.get(&hold_id) {
+            Some(hold) => match caller {
+                Caller::Session(s) if s != &hold.session_id => Err(Outcome::Refused(Refusal::Forbidden)),
+                _ => Ok(hold),
+            },
+            // Ids are handed out in order: a smaller one existed and is
+            // resolved. How it ended is in history, which the node reads.
+            None if hold_id.0 < self.meta.next_hold_id => Err(Outcome::Refused(Refusal::AuthorizationNotActive {
+                status: HoldStatus::Expired,
+            })),
+            None => Err(Outcome::Refused(Refusal::UnknownAuthorization)),
+        }
+    }
+
+    fn capture(&mut self, c: &Capture) -> Outcome {
+        let key = c.idempotency_key.clone().map(|key| ScopedKey {
+            scope: KeyScope::Hold(c.hold_id),
+            key,
+        });
+        let fp = fingerprint(&("capture", &c.amount, &c.receipt));
+        let hold = match self.resolvable(c.hold_id, &c.caller, &key, &fp) {
+            Ok(hold) => hold.clone(),
+            Err(outcome) => return outcome,
+        };
+        let Some(session) = self.sessions.get(&hold.session_id) else {
+            return Outcome::Refused(Refusal::UnknownSession);
+        };
+        let captured = match &c.amount {
+            None => hold.amount,
+            Some(input) => match input.resolve(session.asset.decimals) {
+                Ok(a) => a,
+                Err(e) => return Outcome::Refused(Refusal::InvalidAmount { message: e.to_string() }),
+            },
+        };
+        if captured > hold.amount {
+            return Outcome::Refused(Refusal::AmountExceedsHold { held: hold.amount });
+        }
+        let owner = session.id.clone();
+        let receipt_id = ReceiptId(self.meta.next_receipt_id);
+        let receipt = Receipt {
+            id: receipt_id,
+            hold_id: c.hold_id,
+            session_id: session.id.clone(),
+            agent_id: session.agent_id.clone(),
+            tool: hold.tool.clone(),
+            amount: captured,
+            asset: session.asset.clone(),
+            wallet_address: c
+                .receipt
+                .wallet_address
+                .clone()
+                .or_else(|| session.wallet_address.clone()),
+            payment_request_id: c.receipt.payment_request_id.clone(),
+            signature: c.receipt.signature.clone(),
+            transaction_hash: c.receipt.transaction_hash.clone(),
+            network: c.receipt.network.clone(),
+            resource_url: c.receipt.resource_url.clone(),
+            timestamp_ms: self.meta.now_ms,
+            context: hold.context.clone(),
+            previous_history_hash: [0; 32],
+        };
+        self.meta.next_receipt_id += 1;
+        let released = hold
+            .amount
+            .checked_sub(captured)
+            .expect("captured <= held, checked above");
+        self.resolve_hold(c.hold_id, HoldStatus::Captured, captured, Some(receipt));
+        let outcome = Outcome::Captured {
+            captured: Captured {
+                hold_id: c.hold_id,
+                receipt_id,
+                captured,
+                released,
+            },
+            replayed: false,
+        };
+        self.remember(key, Some(owner), fp, &outcome);
+        outcome
+    }
+
+    fn void(&mut self, c: &Void) -> Outcome {
+        let key = c.idempotency_key.clone().map(|key| ScopedKey {
+            scope: KeyScope::Hold(c.hold_id),
+            key,
+        });
+        let fp = fingerprint(&("void",));
+        let hold = match self.resolvable(c.hold_id, &c.caller, &key, &fp) {
+            Ok(hold) => hold,
+            Err(outcome) => return outcome,
+        };
+        let released = hold.amount;
+        let owner = hold.session_id.clone();
+        self.resolve_hold(c.hold_id, HoldStatus::Voided, Amount::ZERO, None);
+        let outcome = Outcome::Voided {
+            hold_id: c.hold_id,
+            released,
+            replayed: false,
+        };
+        self.remember(key, Some(owner), fp, &outcome);
+        outcome
+    }
+
+    /// Ends a hold: releases it at every level, counts `captured` as spent,
+    /// and moves it (and its receipt) to history.
+    fn resolve_hold(&mut self, hold_id: HoldId, status: HoldStatus, captured: Amount, receipt: Option<Receipt>) {
+        let Some(mut hold) = self.holds.remove(&hold_id) else {
+            debug_assert!(false, "resolve_hold on a hold that is not live");
+            return;
+        };
+        self.hold_deadlines.remove(&(hold.expires_at_ms, hold_id));
+        self.changes.dirty.insert(RecordKey::Hold(hold_id));
+        if let Some(session) = self.sessions.get_mut(&hold.session_id) {
+            session.limit.usage.settle(hold.amount, captured);
+            if let Some(tc) = session.tool_caps.get_mut(&hold.tool) {
+                tc.usage.settle(hold.amount, captured);
+            }
+            let session = session.clone();
+            self.changes.dirty.insert(RecordKey::Session(session.id.clone()));
+            for budget_id in self.budget_chain(&session) {
+                let b = self.budgets.get_mut(&budget_id).expect("in the chain");
+                b.limit.usage.settle(hold.amount, captured);
+                if let Some(tc) = b.tool_caps.get_mut(&hold.tool) {
+                    tc.usage.settle(hold.amount, captured);
+                }
+                self.changes.dirty.insert(RecordKey::Budget(budget_id));
+            }
+        }
+        hold.status = status;
+        hold.captured = captured;
+        hold.resolved_at_ms = Some(self.meta.now_ms);
+        if let Some(mut receipt) = receipt {
+            hold.receipt_id = Some(receipt.id);
+            receipt.previous_history_hash = self.meta.history_head;
+            self.push_history(HistoryRecord::Receipt(receipt));
+        }
+        self.push_history(HistoryRecord::Hold(hold));
+    }
+
+    fn push_history(&mut self, record: HistoryRecord) {
+        let bytes = record.encode();
+        let mut hasher = Sha256::new();
+        hasher.update(self.meta.history_head);
+        hasher.update(&bytes);
+        self.meta.history_head = hasher.finalize().into();
+        self.changes.history.push(record);
+    }
+}
+
+// Reads.
+impl Ledger {
+    pub fn now_ms(&self) -> u64 {
+        self.meta.now_ms
+    }
+
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    pub fn budget(&self, id: &BudgetId) -> Option<&Budget> {
+        self.budgets.get(id)
+    }
+
+    pub fn session(&self, id: &SessionId) -> Option<&Session> {
+        self.sessions.get(id)
+    }
+
+    pub fn session_by_token(&self, token_hash: &TokenHash) -> Option<&Session> {
+        self.by_token.get(token_hash).and_then(|id| self.sessions.get(id))
+    }
+
+    /// A live hold; resolved holds are in history.
+    pub fn live_hold(&self, id: HoldId) -> Option<&Hold> {
+        self.holds.get(&id)
+    }
+
+    /// True when the id was handed out (live or resolved).
+    pub fn hold_id_issued(&self, id: HoldId) -> bool {
+        id.0 < self.meta.next_hold_id
+    }
+
+    pub fn budgets(&self, after: Option<&BudgetId>, limit: usize) -> Vec<&Budget> {
+        match after {
+            None => self.budgets.values().take(limit).collect(),
+            Some(a) => self
+                .budgets
+                .range::<BudgetId, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
+                .map(|(_, b)| b)
+                .take(limit)
+                .collect(),
+        }
+    }
+
+    pub fn sessions(&self, after: Option<&SessionId>, limit: usize) -> Vec<&Session> {
+        match after {
+            None => self.sessions.values().take(limit).collect(),
+            Some(a) => self
+                .sessions
+                .range::<SessionId, _>((std::ops::Bound::Excluded(a), std::ops::Bound::Unbounded))
+                .map(|(_, s)| s)
+                .take(limit)
+                .collect(),
+        }
+    }
+
+    pub fn live_holds(&self) -> impl Iterator<Item = &Hold> {
+        self.holds.values()
+    }
+
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
+        (
+            self.budgets.len(),
+            self.sessions.len(),
+            self.holds.len(),
+            self.idempotency.len(),
+        )
+    }
+
+    /// The earliest time at which something expires on its own (a hold or an
+    /// idempotency key): the leader proposes an empty entry then, so expiry
+    /// happens even without traffic.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        let hold = self.hold_deadlines.first().map(|(d, _)| *d);
+        let key = self.key_deadlines.first().map(|(d, _)| *d);
+        match (hold, key) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// How much more a session can authorize for a tool right now, counting
+    /// the session, its tool cap and every budget above it.
+    pub fn available(&self, session: &Session, tool: Option<&Tool>) -> Amount {
+        let mut available = session.limit.remaining();
+        if let Some(tc) = tool.and_then(|t| session.tool_caps.get(t)) {
+            available = available.min(tc.remaining());
+        }
+        for budget_id in self.budget_chain(session) {
+            let b = &self.budgets[&budget_id];
+            available = available.min(b.limit.remaining());
+            if let Some(tc) = tool.and_then(|t| b.tool_caps.get(t)) {
+                available = available.min(tc.remaining());
+            }
+        }
+        available
+    }
+}

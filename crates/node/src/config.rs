@@ -1,0 +1,158 @@
+//! A node's configuration, with every limit named.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use storage::{NodeAddr, NodeId};
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    /// Raft RPCs carry it; a node refuses RPCs for another cluster.
+    pub cluster: String,
+    pub data_dir: PathBuf,
+    pub api_listen: SocketAddr,
+    pub raft_listen: SocketAddr,
+    /// How peers and clients reach this node (host:port).
+    pub api_advertise: String,
+    pub raft_advertise: String,
+    /// Members to initialize the cluster with on first start (identical on
+    /// every node); empty means a single-node cluster of this node.
+    pub initial_members: BTreeMap<NodeId, NodeAddr>,
+    /// Skip initialization entirely (a node that will be added as a learner).
+    pub join: bool,
+    /// Admin bearer token; generated and kept in the data dir when absent.
+    pub admin_token: Option<String>,
+    /// Shared secret for Raft RPCs between nodes; optional.
+    pub peer_token: Option<String>,
+    pub limits: Limits,
+    pub raft: RaftTuning,
+}
+
+/// Named limits for every queue, batch, body and wait.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest request body the API reads.
+    pub request_body_bytes_max: usize,
+    /// Requests handled at once before the node sheds load (503).
+    pub requests_in_flight_max: usize,
+    /// Whole-request deadline (a safety net above the write deadline).
+    pub request_timeout: Duration,
+    /// How long a write waits for its decision before answering
+    /// `outcome_unknown`.
+    pub write_timeout: Duration,
+    /// How long a read waits for its linearizable barrier.
+    pub read_timeout: Duration,
+    /// Commands waiting for a batch.
+    pub proposal_queue_max: usize,
+    /// Commands in one Raft entry.
+    pub batch_commands_max: usize,
+    /// How long the batcher waits for more commands once it has one.
+    pub batch_linger: Duration,
+    /// Batches proposed and not yet decided.
+    pub batches_in_flight_max: usize,
+    /// Times a batch is re-routed after "not the leader" before giving up.
+    pub route_attempts_max: u32,
+    /// Budgets and sessions exported as labelled gauges (top by spend).
+    pub metrics_budgets_max: usize,
+    pub metrics_sessions_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            request_body_bytes_max: 64 << 10,
+            requests_in_flight_max: 4096,
+            request_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(5),
+            proposal_queue_max: 65_536,
+            batch_commands_max: 1024,
+            batch_linger: Duration::from_micros(0),
+            batches_in_flight_max: 4,
+            route_attempts_max: 20,
+            metrics_budgets_max: 50,
+            metrics_sessions_max: 50,
+        }
+    }
+}
+
+/// openraft timing; see docs/operations.md for the trade-offs.
+#[derive(Clone, Debug)]
+pub struct RaftTuning {
+    pub heartbeat: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// Build a snapshot after this many entries since the last one.
+    pub snapshot_logs_since_last: u64,
+    /// Entries kept in the log behind the snapshot (for slow followers).
+    pub logs_to_keep_after_snapshot: u64,
+    pub install_snapshot_timeout: Duration,
+    pub payload_entries_max: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning {
+            heartbeat: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(1000),
+            election_timeout_max: Duration::from_millis(2000),
+            snapshot_logs_since_last: 10_000,
+            logs_to_keep_after_snapshot: 1_000,
+            install_snapshot_timeout: Duration::from_secs(30),
+            payload_entries_max: 300,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MembersError {
+    #[error("member {0:?} is not of the form ID=RAFT_HOST:PORT/API_HOST:PORT")]
+    Malformed(String),
+    #[error("member id {0:?} is not a number")]
+    BadId(String),
+    #[error("member id {0} appears twice")]
+    Duplicate(NodeId),
+}
+
+/// Parses `1=node1:7701/node1:7700,2=node2:7701/node2:7700`.
+pub fn parse_members(text: &str) -> Result<BTreeMap<NodeId, NodeAddr>, MembersError> {
+    let mut out = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addrs) = part
+            .split_once('=')
+            .ok_or_else(|| MembersError::Malformed(part.into()))?;
+        let (raft, api) = addrs
+            .split_once('/')
+            .ok_or_else(|| MembersError::Malformed(part.into()))?;
+        if raft.is_empty() || api.is_empty() || !raft.contains(':') || !api.contains(':') {
+            return Err(MembersError::Malformed(part.into()));
+        }
+        let id: NodeId = id.trim().parse().map_err(|_| MembersError::BadId(id.into()))?;
+        let addr = NodeAddr {
+            raft: raft.trim().to_string(),
+            api: api.trim().to_string(),
+        };
+        if out.insert(id, addr).is_some() {
+            return Err(MembersError::Duplicate(id));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_parse() {
+        let m = parse_members("1=a:1/a:2, 2=b:1/b:2").unwrap();
+        assert_eq!(m[&2].api, "b:2");
+        assert!(parse_members("1=a:1").is_err());
+        assert!(parse_members("x=a:1/a:2").is_err());
+        assert!(parse_members("1=a:1/a:2,1=b:1/b:2").is_err());
+        assert!(parse_members("").unwrap().is_empty());
+    }
+}

@@ -1,0 +1,111 @@
+//! Extractors that turn every rejection into an [`ApiError`], and the
+//! caller's identity.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use ledger::SessionId;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::tokens::{constant_time_eq, hash_token, SESSION_TOKEN_PREFIX, TOKEN_BYTES_MAX};
+
+/// A JSON body; rejections become `invalid_json`, `body_too_large` or
+/// `unsupported_media_type`.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType),
+            Err(JsonRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::BodyTooLarge(super::body_limit()))
+            }
+            Err(e) => Err(ApiError::InvalidJson(e.body_text())),
+        }
+    }
+}
+
+/// Query parameters; rejections become `invalid_request`.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(e @ QueryRejection::FailedToDeserializeQueryString(_)) => Err(ApiError::field("query", e.body_text())),
+            Err(e) => Err(ApiError::field("query", e.body_text())),
+        }
+    }
+}
+
+/// Who is calling.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Principal {
+    Admin,
+    Session(SessionId),
+}
+
+impl Principal {
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self {
+            Principal::Admin => Ok(()),
+            Principal::Session(_) => Err(ApiError::Forbidden("this needs the admin token".into())),
+        }
+    }
+
+    /// Admin, or the session itself.
+    pub fn require_session(&self, id: &SessionId) -> Result<(), ApiError> {
+        match self {
+            Principal::Admin => Ok(()),
+            Principal::Session(s) if s == id => Ok(()),
+            Principal::Session(_) => Err(ApiError::Forbidden(
+                "a session token may act only on its own session".into(),
+            )),
+        }
+    }
+
+    pub fn caller(&self) -> ledger::Caller {
+        match self {
+            Principal::Admin => ledger::Caller::Admin,
+            Principal::Session(s) => ledger::Caller::Session(s.clone()),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= TOKEN_BYTES_MAX)
+            .ok_or(ApiError::Unauthorized)?;
+        if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) {
+            return Ok(Principal::Admin);
+        }
+        if !token.starts_with(SESSION_TOKEN_PREFIX) {
+            return Err(ApiError::Unauthorized);
+        }
+        let hash = hash_token(token);
+        let lookup = || state.sm.read().ledger.session_by_token(&hash).map(|s| s.id.clone());
+        if let Some(id) = lookup() {
+            return Ok(Principal::Session(id));
+        }
+        // Perhaps created a moment ago and not applied here yet: catch up
+        // with the leader before refusing.
+        state.reads.wait().await?;
+        lookup().map(Principal::Session).ok_or(ApiError::Unauthorized)
+    }
+}

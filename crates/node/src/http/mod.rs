@@ -1,0 +1,216 @@
+//! The client API: one function builds the app ([`app`]); state is passed
+//! as [`AppState`], never through globals.
+
+pub mod error;
+pub mod extract;
+mod handlers;
+pub mod views;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{BoxError, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use storage::{NodeId, Raft, StateMachineStore};
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+
+use crate::config::Limits;
+use crate::proposer::Proposer;
+use crate::reads::ReadBarrier;
+use error::ApiError;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Everything a handler may use.
+#[derive(Clone)]
+pub struct AppState(Arc<AppInner>);
+
+pub struct AppInner {
+    pub node_id: NodeId,
+    pub cluster: String,
+    pub admin_token: String,
+    pub raft: Raft,
+    pub sm: StateMachineStore,
+    pub proposer: Proposer,
+    pub reads: ReadBarrier,
+    pub limits: Limits,
+    pub metrics: PrometheusHandle,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(inner: AppInner) -> Self {
+        BODY_LIMIT.store(inner.limits.request_body_bytes_max, Ordering::Relaxed);
+        AppState(Arc::new(inner))
+    }
+}
+
+/// The configured body limit, for the rejection message (the extractor has
+/// no access to state).
+static BODY_LIMIT: AtomicUsize = AtomicUsize::new(0);
+
+pub(crate) fn body_limit() -> usize {
+    BODY_LIMIT.load(Ordering::Relaxed)
+}
+
+/// Builds the whole API.
+pub fn app(state: AppState) -> Router {
+    let limits = state.limits.clone();
+    let api = Router::new()
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(handlers::metrics))
+        .route("/v1/openapi.json", get(handlers::openapi))
+        .route("/v1/budgets", post(handlers::create_budget).get(handlers::list_budgets))
+        .route(
+            "/v1/budgets/{id}",
+            get(handlers::get_budget).patch(handlers::update_budget),
+        )
+        .route(
+            "/v1/sessions",
+            post(handlers::create_session).get(handlers::list_sessions),
+        )
+        .route("/v1/sessions/{id}", get(handlers::get_session))
+        .route("/v1/sessions/{id}/revoke", post(handlers::revoke_session))
+        .route("/v1/sessions/{id}/token", post(handlers::rotate_token))
+        .route("/v1/sessions/{id}/authorizations", post(handlers::authorize))
+        .route("/v1/batch/authorize", post(handlers::batch_authorize))
+        .route("/v1/authorizations/{id}", get(handlers::get_authorization))
+        .route("/v1/authorizations/{id}/capture", post(handlers::capture))
+        .route("/v1/authorizations/{id}/void", post(handlers::void))
+        .route("/v1/receipts", get(handlers::list_receipts))
+        .route("/v1/receipts/export", get(handlers::export_receipts))
+        .route("/v1/receipts/{id}", get(handlers::get_receipt))
+        .route("/v1/decisions/recent", get(handlers::recent_decisions))
+        .route("/v1/cluster/status", get(handlers::cluster_status))
+        .route("/v1/cluster/digest", get(handlers::cluster_digest))
+        .route("/v1/cluster/learners", post(handlers::add_learner))
+        .route("/v1/cluster/membership", post(handlers::change_membership))
+        .route("/v1/cluster/snapshot", post(handlers::trigger_snapshot))
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(middleware::from_fn(record_metrics))
+        .layer(DefaultBodyLimit::max(limits.request_body_bytes_max))
+        .with_state(state.clone());
+
+    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    api.layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::new(
+                request_id.clone(),
+                NodeRequestIds::new(state.node_id),
+            ))
+            .layer(PropagateRequestIdLayer::new(request_id))
+            .layer(middleware::from_fn(trace_request))
+            .layer(HandleErrorLayer::new(overload_or_timeout))
+            .load_shed()
+            .concurrency_limit(limits.requests_in_flight_max)
+            .timeout(limits.request_timeout),
+    )
+}
+
+/// Request ids: `n<node>-<counter>` unless the caller sent one.
+#[derive(Clone)]
+struct NodeRequestIds {
+    node_id: NodeId,
+    next: Arc<AtomicU64>,
+}
+
+impl NodeRequestIds {
+    fn new(node_id: NodeId) -> Self {
+        NodeRequestIds {
+            node_id,
+            next: Arc::new(AtomicU64::new(1)),
+        }
+    }
+}
+
+impl MakeRequestId for NodeRequestIds {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("n{}-{n}", self.node_id))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+/// Runs the request inside a span that names its id, so every log line
+/// for it carries the id.
+async fn trace_request(req: Request, next: Next) -> Response {
+    use tracing::Instrument;
+    let id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .chars()
+        .take(64)
+        .collect::<String>();
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    async move {
+        let started = Instant::now();
+        let response = next.run(req).await;
+        tracing::debug!(
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "served"
+        );
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+/// Requests and latency by matched route (never the raw path).
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(api::metrics::HTTP_REQUESTS_TOTAL, "route" => route.clone(), "method" => method.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!(api::metrics::HTTP_REQUEST_DURATION_SECONDS, "route" => route, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn overload_or_timeout(err: BoxError) -> Response {
+    if err.is::<tower::load_shed::error::Overloaded>() {
+        ApiError::Overloaded.into_response()
+    } else if err.is::<tower::timeout::error::Elapsed>() {
+        ApiError::OutcomeUnknown("the request took longer than the request timeout".into()).into_response()
+    } else {
+        ApiError::Internal(err.to_string()).into_response()
+    }
+}
+
+/// Waits until this node has applied `index` (after a write decided at the
+/// leader), so a view read here reflects it.
+pub(crate) async fn await_applied(state: &State<AppState>, index: u64, timeout: Duration) -> Result<(), ApiError> {
+    state
+        .raft
+        .wait(Some(timeout))
+        .applied_index_at_least(Some(index), "read your write")
+        .await
+        .map(|_| ())
+        .map_err(|_| ApiError::NoLeader)
+}

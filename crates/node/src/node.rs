@@ -1,0 +1,242 @@
+//! Starting and stopping a node: storage, Raft, the two listeners, the
+//! bootstrap, and the background tasks.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{InitializeError, RaftError};
+use openraft::{Config, SnapshotPolicy};
+use storage::{NodeAddr, NodeId, Raft, StateMachineStore};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::NodeConfig;
+use crate::http::{self, AppInner, AppState};
+use crate::peer::{Network, PeerIdentity};
+use crate::proposer::{now_ms, Proposer, ProposerConfig};
+use crate::reads::ReadBarrier;
+use crate::tokens::{load_admin_token, AdminToken};
+
+/// How often the leader checks whether a hold or key is due to expire.
+const EXPIRY_TICK: Duration = Duration::from_millis(200);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("storage: {0}")]
+    Storage(#[from] storage::StoreError),
+    #[error("admin token: {0}")]
+    AdminToken(#[from] crate::tokens::AdminTokenError),
+    #[error("raft configuration: {0}")]
+    RaftConfig(String),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("initial members {0:?} do not include this node")]
+    NotAMember(Vec<NodeId>),
+}
+
+/// A running node.
+pub struct Node {
+    pub node_id: NodeId,
+    pub raft: Raft,
+    pub sm: StateMachineStore,
+    pub api_addr: SocketAddr,
+    pub raft_addr: SocketAddr,
+    pub admin_token: AdminToken,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn raft_config(c: &NodeConfig) -> Result<Config, NodeError> {
+    let config = Config {
+        cluster_name: c.cluster.clone(),
+        heartbeat_interval: c.raft.heartbeat.as_millis() as u64,
+        election_timeout_min: c.raft.election_timeout_min.as_millis() as u64,
+        election_timeout_max: c.raft.election_timeout_max.as_millis() as u64,
+        install_snapshot_timeout: c.raft.install_snapshot_timeout.as_millis() as u64,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(c.raft.snapshot_logs_since_last),
+        max_in_snapshot_log_to_keep: c.raft.logs_to_keep_after_snapshot,
+        max_payload_entries: c.raft.payload_entries_max,
+        ..Config::default()
+    };
+    config.validate().map_err(|e| NodeError::RaftConfig(e.to_string()))
+}
+
+async fn listen(addr: SocketAddr) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| NodeError::Listen { addr, source })
+}
+
+impl Node {
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(storage::StoreError::from)?;
+        let admin_token = load_admin_token(config.admin_token.as_deref(), &config.data_dir)?;
+        let (log_store, sm) = storage::open_raft_storage(&config.data_dir)?;
+
+        let identity = PeerIdentity {
+            cluster: config.cluster.clone(),
+            peer_token: config.peer_token.clone(),
+        };
+        let network = Network::new(identity.clone());
+        let raft = Raft::new(
+            config.node_id,
+            Arc::new(raft_config(&config)?),
+            network.clone(),
+            log_store,
+            sm.clone(),
+        )
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        crate::metrics::watch_raft(raft.clone());
+
+        let raft_listener = listen(config.raft_listen).await?;
+        let api_listener = listen(config.api_listen).await?;
+        let raft_addr = raft_listener.local_addr().map_err(|source| NodeError::Listen {
+            addr: config.raft_listen,
+            source,
+        })?;
+        let api_addr = api_listener.local_addr().map_err(|source| NodeError::Listen {
+            addr: config.api_listen,
+            source,
+        })?;
+
+        let limits = config.limits.clone();
+        let proposer = Proposer::start(
+            raft.clone(),
+            network,
+            ProposerConfig {
+                node_id: config.node_id,
+                queue_max: limits.proposal_queue_max,
+                batch_commands_max: limits.batch_commands_max.min(ledger::ENTRY_COMMANDS_MAX),
+                batch_linger: limits.batch_linger,
+                batches_in_flight_max: limits.batches_in_flight_max,
+                route_attempts_max: limits.route_attempts_max,
+            },
+        );
+        let reads = ReadBarrier::start(proposer.router().clone(), limits.read_timeout);
+        let (shutdown, _) = watch::channel(false);
+        let mut tasks = Vec::new();
+
+        let raft_app = crate::raft_server::app(config.node_id, identity, proposer.router().clone());
+        tasks.push(serve(raft_listener, raft_app, shutdown.subscribe()));
+
+        let state = AppState::new(AppInner {
+            node_id: config.node_id,
+            cluster: config.cluster.clone(),
+            admin_token: admin_token.value().to_string(),
+            raft: raft.clone(),
+            sm: sm.clone(),
+            proposer: proposer.clone(),
+            reads,
+            limits,
+            metrics: crate::metrics::install(),
+        });
+        tasks.push(serve(api_listener, http::app(state), shutdown.subscribe()));
+        tasks.push(tokio::spawn(expiry_ticks(
+            proposer,
+            sm.clone(),
+            config.node_id,
+            shutdown.subscribe(),
+        )));
+
+        if !config.join {
+            bootstrap(&raft, &config).await?;
+        }
+        tracing::info!(node = config.node_id, %api_addr, %raft_addr, "node started");
+        Ok(Node {
+            node_id: config.node_id,
+            raft,
+            sm,
+            api_addr,
+            raft_addr,
+            admin_token,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Stops accepting requests, lets in-flight ones finish, stops Raft.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+        let _ = self.raft.shutdown().await;
+        tracing::info!(node = self.node_id, "node stopped");
+    }
+}
+
+fn serve(listener: TcpListener, app: axum::Router, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let signal = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(signal).await {
+            tracing::error!(error = %e, "server stopped with an error");
+        }
+    })
+}
+
+/// Initializes the cluster with the configured members. Safe on every node
+/// and every restart: openraft refuses (harmlessly) once initialized, and
+/// identical memberships on several nodes elect one leader.
+async fn bootstrap(raft: &Raft, config: &NodeConfig) -> Result<(), NodeError> {
+    let members: BTreeMap<NodeId, NodeAddr> = if config.initial_members.is_empty() {
+        BTreeMap::from([(
+            config.node_id,
+            NodeAddr {
+                raft: config.raft_advertise.clone(),
+                api: config.api_advertise.clone(),
+            },
+        )])
+    } else {
+        config.initial_members.clone()
+    };
+    if !members.contains_key(&config.node_id) {
+        return Err(NodeError::NotAMember(members.keys().copied().collect()));
+    }
+    if raft
+        .is_initialized()
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?
+    {
+        tracing::info!("already initialized; bootstrap is a no-op");
+        return Ok(());
+    }
+    match raft.initialize(members).await {
+        Ok(()) => {
+            tracing::info!("initialized the cluster");
+            Ok(())
+        }
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+        Err(e) => Err(NodeError::Raft(e.to_string())),
+    }
+}
+
+/// On the leader, proposes an empty entry when a hold or idempotency key is
+/// due, so expiry happens by log time even without traffic.
+async fn expiry_ticks(proposer: Proposer, sm: StateMachineStore, node_id: NodeId, mut stop: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(EXPIRY_TICK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let router = proposer.router();
+        if router.leader().map(|(id, _)| id) != Some(node_id) {
+            continue;
+        }
+        let due = sm.read().ledger.next_deadline_ms().is_some_and(|d| d <= now_ms());
+        if due {
+            if let Err(e) = router.propose_here(Vec::new()).await {
+                tracing::debug!(?e, "expiry tick not proposed");
+            }
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! Getting commands decided: the batcher and the router.
+//!
+//! openraft 0.9 writes one entry per `client_write` and syncs it before the
+//! next, so throughput comes from putting many commands in one entry. Every
+//! node gathers concurrent commands (bounded by count, with an optional
+//! linger) into one batch; the leader proposes the batch as one entry, a
+//! follower forwards it to the leader. Each caller gets its own outcome with
+//! the entry's log index and its position in the batch.
+//!
+//! What a failure means is tracked precisely: "not the leader" before
+//! anything was appended means nothing happened (safe to re-route); a lost
+//! answer after sending means the outcome is unknown.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ledger::{Command, Outcome};
+use openraft::error::{ClientWriteError, RaftError};
+use serde::{Deserialize, Serialize};
+use storage::{NodeId, Raft};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::peer::{Network, PeerError, PATH_PROPOSE};
+
+/// A command's decision and where it sits in the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decided {
+    pub outcome: Outcome,
+    pub log_index: u64,
+    pub batch_position: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum ProposeError {
+    /// Nothing was applied; retrying is safe.
+    #[error("no leader is available; nothing was applied")]
+    NoLeader,
+    /// The command may or may not have been applied.
+    #[error("the outcome is unknown: {0}")]
+    Unknown(String),
+    /// The proposal queue is full; nothing was applied.
+    #[error("the node is overloaded")]
+    Overloaded,
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+/// A forwarded batch, and the leader's answer.
+#[derive(Serialize, Deserialize)]
+pub struct ProposeRequest {
+    pub commands: Vec<Command>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub enum ProposeAnswer {
+    Decided(Vec<Decided>),
+    /// The receiver is not the leader; nothing was appended.
+    NotLeader,
+    Failed(ProposeError),
+}
+
+struct Pending {
+    command: Command,
+    deadline: Instant,
+    reply: oneshot::Sender<Result<Decided, ProposeError>>,
+}
+
+/// Unix milliseconds: the leader's stamp on an entry. Apply never reads a
+/// clock; the ledger keeps time monotonic even if this one jumps back.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+#[derive(Clone)]
+pub struct ProposerConfig {
+    pub node_id: NodeId,
+    pub queue_max: usize,
+    pub batch_commands_max: usize,
+    pub batch_linger: Duration,
+    pub batches_in_flight_max: usize,
+    pub route_attempts_max: u32,
+}
+
+/// The handle request handlers use.
+#[derive(Clone)]
+pub struct Proposer {
+    tx: mpsc::Sender<Pending>,
+    router: Arc<Router>,
+}
+
+/// Sends batches where they can be decided.
+pub struct Router {
+    raft: Raft,
+    network: Network,
+    config: ProposerConfig,
+}
+
+impl Proposer {
+    pub fn start(raft: Raft, network: Network, config: ProposerConfig) -> Proposer {
+        let (tx, rx) = mpsc::channel(config.queue_max);
+        let router = Arc::new(Router { raft, network, config });
+        tokio::spawn(batch_loop(rx, router.clone()));
+        Proposer { tx, router }
+    }
+
+    /// Decides one command, batched with whatever else is waiting.
+    pub async fn propose(&self, command: Command, timeout: Duration) -> Result<Decided, ProposeError> {
+        let deadline = Instant::now() + timeout;
+        let (reply, rx) = oneshot::channel();
+        let pending = Pending {
+            command,
+            deadline,
+            reply,
+        };
+        match self.tx.try_send(pending) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(ProposeError::Overloaded),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(ProposeError::ShuttingDown),
+        }
+        metrics::gauge!(api::metrics::PROPOSALS_QUEUED).set((self.tx.max_capacity() - self.tx.capacity()) as f64);
+        match tokio::time::timeout_at(deadline.into(), rx).await {
+            Ok(Ok(result)) => result,
+            // The batch task ended without answering: the node is stopping
+            // and the command may have been proposed.
+            Ok(Err(_)) => Err(ProposeError::Unknown("the node stopped while deciding".into())),
+            Err(_) => Err(ProposeError::Unknown("no decision before the write timeout".into())),
+        }
+    }
+
+    /// Decides a whole batch of commands as given (used by the batch
+    /// endpoint), without waiting in the shared queue.
+    pub async fn propose_many(&self, commands: Vec<Command>, timeout: Duration) -> Result<Vec<Decided>, ProposeError> {
+        self.router.route(commands, Instant::now() + timeout).await
+    }
+
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+}
+
+async fn batch_loop(mut rx: mpsc::Receiver<Pending>, router: Arc<Router>) {
+    let in_flight = Arc::new(Semaphore::new(router.config.batches_in_flight_max));
+    let max = router.config.batch_commands_max;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        if !router.config.batch_linger.is_zero() && batch.len() < max {
+            let until = tokio::time::Instant::now() + router.config.batch_linger;
+            while batch.len() < max {
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(p)) => batch.push(p),
+                    _ => break,
+                }
+            }
+        }
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let router = router.clone();
+        tokio::spawn(async move {
+            decide_batch(&router, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn decide_batch(router: &Router, batch: Vec<Pending>) {
+    let now = Instant::now();
+    // A caller whose deadline passed while queued has already been told
+    // "unknown"; drop it rather than propose something nobody waits for.
+    let (live, expired): (Vec<_>, Vec<_>) = batch.into_iter().partition(|p| p.deadline > now);
+    drop(expired);
+    if live.is_empty() {
+        return;
+    }
+    let deadline = live.iter().map(|p| p.deadline).max().unwrap_or(now);
+    let commands: Vec<Command> = live.iter().map(|p| p.command.clone()).collect();
+    metrics::histogram!(api::metrics::BATCH_COMMANDS).record(commands.len() as f64);
+    match router.route(commands, deadline).await {
+        Ok(decided) => {
+            for (p, d) in live.into_iter().zip(decided) {
+                let _ = p.reply.send(Ok(d));
+            }
+        }
+        Err(e) => {
+            for p in live {
+                let _ = p.reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+impl Router {
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    /// Proposes `commands` as one entry here, if this node is the leader.
+    pub async fn propose_here(&self, commands: Vec<Command>) -> Result<Vec<Decided>, LocalError> {
+        let count = commands.len();
+        let started = Instant::now();
+        let entry = ledger::Entry {
+            time_ms: now_ms(),
+            commands,
+        };
+        match self.raft.client_write(entry).await {
+            Ok(resp) => {
+                metrics::histogram!(api::metrics::COMMIT_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
+                let index = resp.log_id.index;
+                let outcomes = resp.data.outcomes;
+                if outcomes.len() != count {
+                    // One outcome per command is the state machine's contract.
+                    return Err(LocalError::Unknown(format!(
+                        "applied {count} commands but got {} outcomes",
+                        outcomes.len()
+                    )));
+                }
+                Ok(outcomes
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, outcome)| Decided {
+                        outcome,
+                        log_index: index,
+                        batch_position: i as u32,
+                    })
+                    .collect())
+            }
+            // openraft answers ForwardToLeader only when the entry was not
+            // appended here, or was appended and then truncated by a newer
+            // leader: either way it was never committed.
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(LocalError::NotLeader),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(LocalError::Unknown(e.to_string()))
+            }
+            Err(RaftError::Fatal(e)) => Err(LocalError::Unknown(format!("raft stopped: {e}"))),
+        }
+    }
+
+    /// The current leader and its Raft address, if known.
+    pub fn leader(&self) -> Option<(NodeId, String)> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&leader)?;
+        Some((leader, node.raft.clone()))
+    }
+
+    /// Waits (bounded) for a leader to be known.
+    async fn wait_for_leader(&self, deadline: Instant) -> Option<(NodeId, String)> {
+        let mut watch = self.raft.metrics();
+        loop {
+            if let Some(l) = self.leader() {
+                return Some(l);
+            }
+            let remaining = deadline.checked_duration_since(Instant::now())?;
+            if tokio::time::timeout(remaining.min(Duration::from_millis(100)), watch.changed())
+                .await
+                .is_ok_and(|r| r.is_err())
+            {
+                return None;
+            }
+        }
+    }
+
+    /// Gets `commands` decided as one entry: here if this node leads, else
+    /// at the leader. Re-routes while nothing can have been applied.
+    pub async fn route(&self, commands: Vec<Command>, deadline: Instant) -> Result<Vec<Decided>, ProposeError> {
+        let me = self.config.node_id;
+        for _ in 0..self.config.route_attempts_max {
+            let Some((leader, addr)) = self.wait_for_leader(deadline).await else {
+                return Err(ProposeError::NoLeader);
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(ProposeError::NoLeader);
+            }
+            if leader == me {
+                match tokio::time::timeout(remaining, self.propose_here(commands.clone())).await {
+                    Ok(Ok(decided)) => return Ok(decided),
+                    Ok(Err(LocalError::NotLeader)) => {
+                        self.pause_before_reroute(deadline).await;
+                        continue;
+                    }
+                    Ok(Err(LocalError::Unknown(e))) => return Err(ProposeError::Unknown(e)),
+                    Err(_) => return Err(ProposeError::Unknown("no decision before the write timeout".into())),
+                }
+            }
+            metrics::counter!(api::metrics::FORWARDED_REQUESTS_TOTAL, "kind" => "write").increment(1);
+            let client = self.network.client(leader, &addr);
+            let request = ProposeRequest {
+                commands: commands.clone(),
+            };
+            match client.call::<_, ProposeAnswer>(PATH_PROPOSE, &request, remaining).await {
+                Ok(ProposeAnswer::Decided(decided)) if decided.len() == commands.len() => return Ok(decided),
+                Ok(ProposeAnswer::Decided(_)) => {
+                    return Err(ProposeError::Unknown(
+                        "the leader answered for a different batch".into(),
+                    ))
+                }
+                Ok(ProposeAnswer::NotLeader) | Err(PeerError::NotSent(_)) | Err(PeerError::Refused(_)) => {
+                    self.pause_before_reroute(deadline).await;
+                    continue;
+                }
+                Ok(ProposeAnswer::Failed(e)) => return Err(e),
+                Err(PeerError::MaybeSent(e)) => return Err(ProposeError::Unknown(e)),
+            }
+        }
+        Err(ProposeError::NoLeader)
+    }
+
+    /// A short pause so a re-route sees the new leader rather than spinning.
+    async fn pause_before_reroute(&self, deadline: Instant) {
+        let pause = Duration::from_millis(20).min(deadline.saturating_duration_since(Instant::now()));
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Why proposing on this node failed.
+#[derive(Debug)]
+pub enum LocalError {
+    /// Not the leader; nothing was (or will be) committed.
+    NotLeader,
+    Unknown(String),
+}

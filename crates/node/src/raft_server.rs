@@ -1,0 +1,152 @@
+//! The Raft port: RPCs from peers (append, vote, snapshot) and forwarded
+//! proposals and read-index requests. Not for clients; keep it off public
+//! networks.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router as AxumRouter;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use storage::{NodeId, Raft};
+
+use crate::peer::{
+    PeerIdentity, RpcResult, HEADER_CLUSTER, HEADER_PEER_TOKEN, HEADER_TARGET, PATH_APPEND, PATH_PROPOSE,
+    PATH_READ_INDEX, PATH_SNAPSHOT, PATH_VOTE,
+};
+use crate::proposer::{LocalError, ProposeAnswer, ProposeError, ProposeRequest, Router};
+use crate::reads::ReadIndexAnswer;
+use crate::tokens::constant_time_eq;
+
+/// Largest Raft RPC body (an AppendEntries of `payload_entries_max` full
+/// batches, or a snapshot chunk).
+pub const RAFT_BODY_BYTES_MAX: usize = 256 << 20;
+
+#[derive(Clone)]
+struct RaftState {
+    node_id: NodeId,
+    identity: PeerIdentity,
+    raft: Raft,
+    router: Arc<Router>,
+}
+
+pub fn app(node_id: NodeId, identity: PeerIdentity, router: Arc<Router>) -> AxumRouter {
+    let state = RaftState {
+        node_id,
+        identity,
+        raft: router.raft().clone(),
+        router,
+    };
+    AxumRouter::new()
+        .route(PATH_APPEND, post(append))
+        .route(PATH_VOTE, post(vote))
+        .route(PATH_SNAPSHOT, post(snapshot))
+        .route(PATH_PROPOSE, post(propose))
+        .route(PATH_READ_INDEX, post(read_index))
+        .layer(DefaultBodyLimit::max(RAFT_BODY_BYTES_MAX))
+        .with_state(state)
+}
+
+/// Refuses requests meant for another node or cluster, or without the peer
+/// token.
+fn check(state: &RaftState, headers: &HeaderMap) -> Result<(), Response> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if header(HEADER_CLUSTER) != Some(state.identity.cluster.as_str()) {
+        return Err((
+            StatusCode::CONFLICT,
+            format!("this node is in cluster {:?}", state.identity.cluster),
+        )
+            .into_response());
+    }
+    if header(HEADER_TARGET) != Some(state.node_id.to_string().as_str()) {
+        return Err((StatusCode::CONFLICT, format!("this is node {}", state.node_id)).into_response());
+    }
+    if let Some(expected) = &state.identity.peer_token {
+        let given = header(HEADER_PEER_TOKEN).unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            return Err((StatusCode::UNAUTHORIZED, "peer token required").into_response());
+        }
+    }
+    Ok(())
+}
+
+fn decode<T: DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+    postcard::from_bytes(body).map_err(|e| (StatusCode::BAD_REQUEST, format!("undecodable body: {e}")).into_response())
+}
+
+fn encode<T: Serialize>(value: &T) -> Response {
+    match postcard::to_allocvec(value) {
+        Ok(bytes) => ([(http::header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("unencodable answer: {e}")).into_response(),
+    }
+}
+
+fn result<T: Serialize, E: Serialize>(r: Result<T, E>) -> Response {
+    encode(&match r {
+        Ok(v) => RpcResult::Ok(v),
+        Err(e) => RpcResult::Err(e),
+    })
+}
+
+async fn append(State(s): State<RaftState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = check(&s, &headers) {
+        return r;
+    }
+    match decode(&body) {
+        Ok(req) => result(s.raft.append_entries(req).await),
+        Err(r) => r,
+    }
+}
+
+async fn vote(State(s): State<RaftState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = check(&s, &headers) {
+        return r;
+    }
+    match decode(&body) {
+        Ok(req) => result(s.raft.vote(req).await),
+        Err(r) => r,
+    }
+}
+
+async fn snapshot(State(s): State<RaftState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = check(&s, &headers) {
+        return r;
+    }
+    match decode(&body) {
+        Ok(req) => result(s.raft.install_snapshot(req).await),
+        Err(r) => r,
+    }
+}
+
+/// A follower's batch: proposed here only if this node leads (no chains).
+async fn propose(State(s): State<RaftState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = check(&s, &headers) {
+        return r;
+    }
+    let req: ProposeRequest = match decode(&body) {
+        Ok(req) => req,
+        Err(r) => return r,
+    };
+    if s.router.leader().map(|(id, _)| id) != Some(s.node_id) {
+        return encode(&ProposeAnswer::NotLeader);
+    }
+    encode(&match s.router.propose_here(req.commands).await {
+        Ok(decided) => ProposeAnswer::Decided(decided),
+        Err(LocalError::NotLeader) => ProposeAnswer::NotLeader,
+        Err(LocalError::Unknown(e)) => ProposeAnswer::Failed(ProposeError::Unknown(e)),
+    })
+}
+
+async fn read_index(State(s): State<RaftState>, headers: HeaderMap) -> Response {
+    if let Err(r) = check(&s, &headers) {
+        return r;
+    }
+    encode(&match s.raft.get_read_log_id().await {
+        Ok((read_log_id, _)) => ReadIndexAnswer::Index(read_log_id.map(|l| l.index)),
+        Err(_) => ReadIndexAnswer::NotLeader,
+    })
+}

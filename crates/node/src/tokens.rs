@@ -1,0 +1,150 @@
+//! Bearer tokens: the admin token, and session tokens (random; only their
+//! SHA-256 is stored and replicated).
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+pub const SESSION_TOKEN_PREFIX: &str = "sct_";
+pub const ADMIN_TOKEN_PREFIX: &str = "sca_";
+const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// Longest bearer token the API looks at.
+pub const TOKEN_BYTES_MAX: usize = 256;
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+/// A new session token (256 random bits).
+pub fn new_session_token() -> String {
+    format!("{SESSION_TOKEN_PREFIX}{}", random_hex(32))
+}
+
+/// A new session id, for sessions created without one.
+pub fn new_session_id() -> String {
+    format!("ses_{}", random_hex(12))
+}
+
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// Compares without leaking where the first difference is.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminTokenError {
+    #[error("admin token file {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("admin token must be 16 to {TOKEN_BYTES_MAX} visible ASCII characters")]
+    Invalid,
+}
+
+/// Where the admin token came from.
+pub enum AdminToken {
+    Configured(String),
+    /// Read from the data directory (generated on an earlier start).
+    Stored(String),
+    /// Generated now and stored with mode 0600: print it once.
+    Generated(String),
+}
+
+impl AdminToken {
+    pub fn value(&self) -> &str {
+        match self {
+            AdminToken::Configured(t) | AdminToken::Stored(t) | AdminToken::Generated(t) => t,
+        }
+    }
+}
+
+fn valid(token: &str) -> bool {
+    (16..=TOKEN_BYTES_MAX).contains(&token.len()) && token.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The configured token, else the one in `data_dir`, else a new one written
+/// there with mode 0600.
+pub fn load_admin_token(configured: Option<&str>, data_dir: &Path) -> Result<AdminToken, AdminTokenError> {
+    if let Some(t) = configured {
+        return if valid(t) {
+            Ok(AdminToken::Configured(t.to_string()))
+        } else {
+            Err(AdminTokenError::Invalid)
+        };
+    }
+    let path = data_dir.join(ADMIN_TOKEN_FILE);
+    let io = |source| AdminTokenError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            let t = text.trim().to_string();
+            if valid(&t) {
+                Ok(AdminToken::Stored(t))
+            } else {
+                Err(AdminTokenError::Invalid)
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(data_dir).map_err(io)?;
+            let token = format!("{ADMIN_TOKEN_PREFIX}{}", random_hex(32));
+            let mut options = fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut file = options.open(&path).map_err(io)?;
+            file.write_all(token.as_bytes()).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            Ok(AdminToken::Generated(token))
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_token_is_generated_once_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = load_admin_token(None, dir.path()).unwrap();
+        assert!(matches!(first, AdminToken::Generated(_)));
+        let again = load_admin_token(None, dir.path()).unwrap();
+        assert!(matches!(again, AdminToken::Stored(ref t) if t == first.value()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.path().join(ADMIN_TOKEN_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(load_admin_token(Some("short"), dir.path()).is_err());
+    }
+
+    #[test]
+    fn tokens_differ_and_compare_exactly() {
+        let a = new_session_token();
+        assert_ne!(a, new_session_token());
+        assert!(a.starts_with(SESSION_TOKEN_PREFIX));
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}

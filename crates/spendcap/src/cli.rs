@@ -1,0 +1,555 @@
+//! The CLI for the API: every command talks to one node over HTTP through
+//! the typed client and prints JSON.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use api::*;
+use clap::{Args, Subcommand, ValueEnum};
+use client::Client;
+use serde::Serialize;
+
+/// Where and as whom to connect.
+#[derive(Args, Clone)]
+pub struct Conn {
+    /// The node's API base URL.
+    #[arg(long, env = "SPENDCAP_API", default_value = "http://127.0.0.1:7700")]
+    api: String,
+    /// Bearer token (admin or session). Default: the admin token in
+    /// --data-dir, if there is one.
+    #[arg(long, env = "SPENDCAP_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Where a local node keeps its generated admin token.
+    #[arg(long = "token-dir", default_value = "./spendcap-data")]
+    token_dir: PathBuf,
+    /// Request timeout in seconds.
+    #[arg(long, default_value_t = 10)]
+    timeout_seconds: u64,
+}
+
+impl Conn {
+    fn client(&self) -> anyhow::Result<Client> {
+        let token = match &self.token {
+            Some(t) => Some(t.clone()),
+            None => std::fs::read_to_string(self.token_dir.join("admin-token"))
+                .ok()
+                .map(|t| t.trim().to_string()),
+        };
+        Ok(Client::with_timeout(
+            &self.api,
+            token,
+            Duration::from_secs(self.timeout_seconds),
+        )?)
+    }
+}
+
+#[derive(Args)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Subcommand)]
+pub enum ApiCommand {
+    /// Budgets: named accounts with caps (org, team, user).
+    #[command(subcommand)]
+    Budget(BudgetCommand),
+    /// Sessions: credentials with a cap baked in.
+    #[command(subcommand)]
+    Session(SessionCommand),
+    /// Ask to spend: holds the amount if every cap allows it.
+    Authorize(AuthorizeArgs),
+    /// Turn a hold into spend (all or part of it), with a receipt.
+    Capture(CaptureArgs),
+    /// Release a hold.
+    Void(VoidArgs),
+    /// Show an authorization.
+    Authorization(IdArgs),
+    /// Receipts: list or export (JSONL or CSV).
+    #[command(subcommand)]
+    Receipts(ReceiptsCommand),
+    /// Cluster status, digests and membership.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Args)]
+pub struct IdArgs {
+    id: String,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+fn parse_tool_caps(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    items
+        .iter()
+        .map(|i| {
+            i.split_once('=')
+                .map(|(t, c)| (t.to_string(), c.to_string()))
+                .with_context(|| format!("--tool-cap {i:?} is not TOOL=CAP"))
+        })
+        .collect()
+}
+
+#[derive(Subcommand)]
+pub enum BudgetCommand {
+    Create {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        cap: String,
+        #[arg(long)]
+        parent: Option<String>,
+        #[arg(long)]
+        asset: Option<String>,
+        #[arg(long)]
+        decimals: Option<u8>,
+        /// TOOL=CAP, repeatable.
+        #[arg(long = "tool-cap")]
+        tool_caps: Vec<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    Get(IdArgs),
+    List {
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SessionCommand {
+    Create {
+        #[arg(long)]
+        cap: String,
+        #[arg(long)]
+        agent: String,
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        budget: Option<String>,
+        #[arg(long)]
+        wallet: Option<String>,
+        #[arg(long)]
+        expires_in_seconds: Option<u64>,
+        #[arg(long)]
+        asset: Option<String>,
+        #[arg(long)]
+        decimals: Option<u8>,
+        /// TOOL=CAP, repeatable.
+        #[arg(long = "tool-cap")]
+        tool_caps: Vec<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    Get(IdArgs),
+    Revoke(IdArgs),
+    /// Issue a new session token (the old one stops working).
+    RotateToken(IdArgs),
+}
+
+#[derive(Args)]
+pub struct AuthorizeArgs {
+    #[arg(long)]
+    session: String,
+    /// Decimal amount in the session's asset, e.g. 10.00.
+    #[arg(long)]
+    amount: String,
+    #[arg(long)]
+    tool: String,
+    /// Idempotency key: a retry with the same key has one effect.
+    #[arg(long)]
+    key: Option<String>,
+    #[arg(long)]
+    hold_seconds: Option<u64>,
+    #[arg(long)]
+    trace_id: Option<String>,
+    #[arg(long)]
+    tool_call_id: Option<String>,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args)]
+pub struct CaptureArgs {
+    authorization_id: String,
+    /// At most the held amount; default: all of it.
+    #[arg(long)]
+    amount: Option<String>,
+    #[arg(long)]
+    key: Option<String>,
+    #[arg(long)]
+    payment_request_id: Option<String>,
+    #[arg(long)]
+    signature: Option<String>,
+    #[arg(long)]
+    transaction_hash: Option<String>,
+    #[arg(long)]
+    network: Option<String>,
+    #[arg(long)]
+    resource_url: Option<String>,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Args)]
+pub struct VoidArgs {
+    authorization_id: String,
+    #[arg(long)]
+    key: Option<String>,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Args)]
+pub struct ReceiptFilterArgs {
+    #[arg(long)]
+    session: Option<String>,
+    #[arg(long)]
+    agent: Option<String>,
+    #[arg(long)]
+    tool: Option<String>,
+    /// Unix milliseconds, inclusive.
+    #[arg(long)]
+    from_ms: Option<u64>,
+    /// Unix milliseconds, exclusive.
+    #[arg(long)]
+    to_ms: Option<u64>,
+}
+
+impl ReceiptFilterArgs {
+    fn query(&self) -> ReceiptQuery {
+        ReceiptQuery {
+            session_id: self.session.clone(),
+            agent_id: self.agent.clone(),
+            tool: self.tool.clone(),
+            from_ms: self.from_ms,
+            to_ms: self.to_ms,
+            after: None,
+            limit: None,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum ReceiptsCommand {
+    List {
+        #[command(flatten)]
+        filter: ReceiptFilterArgs,
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    Export {
+        #[command(flatten)]
+        filter: ReceiptFilterArgs,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    Digest {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Add a node as a learner (send to the leader).
+    AddLearner {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        raft_addr: String,
+        #[arg(long)]
+        api_addr: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Set the voters (send to the leader), e.g. --voters 1,2,4.
+    Membership {
+        #[arg(long, value_delimiter = ',')]
+        voters: Vec<u64>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Build a snapshot now.
+    Snapshot {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+fn print<T: Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub async fn health(a: HealthArgs) -> anyhow::Result<()> {
+    let client = Client::with_timeout(&a.conn.api, None, Duration::from_secs(a.conn.timeout_seconds))?;
+    let h = client.readyz().await.context("not ready")?;
+    println!(
+        "ready: node {} leader {:?} applied {:?}",
+        h.node_id, h.leader_id, h.applied_index
+    );
+    Ok(())
+}
+
+pub async fn run(command: ApiCommand) -> anyhow::Result<()> {
+    match command {
+        ApiCommand::Budget(BudgetCommand::Create {
+            id,
+            cap,
+            parent,
+            asset,
+            decimals,
+            tool_caps,
+            conn,
+        }) => print(
+            &conn
+                .client()?
+                .create_budget(&CreateBudgetRequest {
+                    id,
+                    cap,
+                    asset,
+                    decimals,
+                    tool_caps: parse_tool_caps(&tool_caps)?,
+                    parent,
+                })
+                .await?,
+        ),
+        ApiCommand::Budget(BudgetCommand::Get(a)) => print(&a.conn.client()?.get_budget(&a.id).await?),
+        ApiCommand::Budget(BudgetCommand::List { after, limit, conn }) => {
+            print(&conn.client()?.list_budgets(after.as_deref(), limit).await?)
+        }
+        ApiCommand::Session(SessionCommand::Create {
+            cap,
+            agent,
+            id,
+            budget,
+            wallet,
+            expires_in_seconds,
+            asset,
+            decimals,
+            tool_caps,
+            conn,
+        }) => print(
+            &conn
+                .client()?
+                .create_session(&CreateSessionRequest {
+                    id,
+                    cap,
+                    asset,
+                    decimals,
+                    expires_in_seconds,
+                    agent_id: agent,
+                    wallet_address: wallet,
+                    tool_caps: parse_tool_caps(&tool_caps)?,
+                    budget,
+                })
+                .await?,
+        ),
+        ApiCommand::Session(SessionCommand::Get(a)) => print(&a.conn.client()?.get_session(&a.id).await?),
+        ApiCommand::Session(SessionCommand::Revoke(a)) => print(&a.conn.client()?.revoke_session(&a.id).await?),
+        ApiCommand::Session(SessionCommand::RotateToken(a)) => print(&a.conn.client()?.rotate_token(&a.id).await?),
+        ApiCommand::Authorize(a) => {
+            let context = (a.trace_id.is_some() || a.tool_call_id.is_some()).then(|| DecisionContext {
+                trace_id: a.trace_id.clone(),
+                tool_call_id: a.tool_call_id.clone(),
+                note: None,
+            });
+            let decision = a
+                .conn
+                .client()?
+                .authorize(
+                    &a.session,
+                    &AuthorizeRequest {
+                        amount: Some(a.amount),
+                        amount_atomic: None,
+                        tool: a.tool,
+                        idempotency_key: a.key,
+                        hold_seconds: a.hold_seconds,
+                        context,
+                    },
+                )
+                .await?;
+            print(&decision)
+        }
+        ApiCommand::Capture(a) => {
+            let receipt = ReceiptFields {
+                payment_request_id: a.payment_request_id,
+                signature: a.signature,
+                transaction_hash: a.transaction_hash,
+                wallet_address: None,
+                network: a.network,
+                resource_url: a.resource_url,
+            };
+            print(
+                &a.conn
+                    .client()?
+                    .capture(
+                        &a.authorization_id,
+                        &CaptureRequest {
+                            amount: a.amount,
+                            amount_atomic: None,
+                            idempotency_key: a.key,
+                            receipt: Some(receipt),
+                        },
+                    )
+                    .await?,
+            )
+        }
+        ApiCommand::Void(a) => print(
+            &a.conn
+                .client()?
+                .void(&a.authorization_id, &VoidRequest { idempotency_key: a.key })
+                .await?,
+        ),
+        ApiCommand::Authorization(a) => print(&a.conn.client()?.get_authorization(&a.id).await?),
+        ApiCommand::Receipts(ReceiptsCommand::List {
+            filter,
+            after,
+            limit,
+            conn,
+        }) => {
+            let q = ReceiptQuery {
+                after,
+                limit,
+                ..filter.query()
+            };
+            print(&conn.client()?.receipts(&q).await?)
+        }
+        ApiCommand::Receipts(ReceiptsCommand::Export {
+            filter,
+            format,
+            out,
+            conn,
+        }) => {
+            let jsonl = conn.client()?.export_receipts(&filter.query()).await?;
+            let text = match format {
+                ExportFormat::Jsonl => jsonl,
+                ExportFormat::Csv => to_csv(&jsonl)?,
+            };
+            match out {
+                Some(path) => std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?,
+                None => print!("{text}"),
+            }
+            Ok(())
+        }
+        ApiCommand::Cluster(ClusterCommand::Status { conn }) => print(&conn.client()?.cluster_status().await?),
+        ApiCommand::Cluster(ClusterCommand::Digest { conn }) => print(&conn.client()?.cluster_digest().await?),
+        ApiCommand::Cluster(ClusterCommand::AddLearner {
+            id,
+            raft_addr,
+            api_addr,
+            conn,
+        }) => print(
+            &conn
+                .client()?
+                .add_learner(&AddLearnerRequest {
+                    id,
+                    raft_addr,
+                    api_addr,
+                })
+                .await?,
+        ),
+        ApiCommand::Cluster(ClusterCommand::Membership { voters, conn }) => {
+            if voters.is_empty() {
+                bail!("--voters needs at least one id");
+            }
+            print(
+                &conn
+                    .client()?
+                    .change_membership(&ChangeMembershipRequest { voters })
+                    .await?,
+            )
+        }
+        ApiCommand::Cluster(ClusterCommand::Snapshot { conn }) => {
+            conn.client()?.trigger_snapshot().await?;
+            println!("snapshot requested");
+            Ok(())
+        }
+    }
+}
+
+/// The receipt columns of the CSV export, in order.
+const CSV_COLUMNS: [&str; 17] = [
+    "id",
+    "authorization_id",
+    "session_id",
+    "agent_id",
+    "tool",
+    "amount",
+    "amount_atomic",
+    "asset",
+    "wallet_address",
+    "payment_request_id",
+    "signature",
+    "transaction_hash",
+    "network",
+    "resource_url",
+    "timestamp_ms",
+    "trace_id",
+    "tool_call_id",
+];
+
+fn csv_field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+fn to_csv(jsonl: &str) -> anyhow::Result<String> {
+    let mut out = CSV_COLUMNS.join(",");
+    out.push('\n');
+    for line in jsonl.lines().filter(|l| !l.trim().is_empty()) {
+        let r: ReceiptView = serde_json::from_str(line).context("a receipt line")?;
+        let fields = [
+            r.id,
+            r.authorization_id,
+            r.session_id,
+            r.agent_id,
+            r.tool,
+            r.amount,
+            r.amount_atomic,
+            r.asset,
+            r.wallet_address.unwrap_or_default(),
+            r.payment_request_id.unwrap_or_default(),
+            r.signature.unwrap_or_default(),
+            r.transaction_hash.unwrap_or_default(),
+            r.network.unwrap_or_default(),
+            r.resource_url.unwrap_or_default(),
+            r.timestamp_ms.to_string(),
+            r.context.trace_id.unwrap_or_default(),
+            r.context.tool_call_id.unwrap_or_default(),
+        ];
+        out.push_str(&fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
+        out.push('\n');
+    }
+    Ok(out)
+}

@@ -1,0 +1,52 @@
+//! `spendcap`: the server (`serve`) and a CLI for its API.
+
+mod cli;
+mod serve;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "spendcap",
+    version,
+    about = "Spending limits for AI agents as a replicated authorization primitive"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node (with no flags: a single-node cluster in ./spendcap-data).
+    Serve(serve::ServeArgs),
+    /// Exit 0 when the node at --api is ready (for container health checks).
+    Health(cli::HealthArgs),
+    #[command(flatten)]
+    Api(cli::ApiCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("spendcap: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match args.command {
+            Command::Serve(a) => serve::run(a).await,
+            Command::Health(a) => cli::health(a).await,
+            Command::Api(c) => cli::run(c).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("spendcap: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,450 @@
+//! The state machine half: applies committed entries to the ledger and
+//! persists what changed, atomically with the applied log id; builds and
+//! installs snapshots.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::{Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use ledger::{Command, HistoryRecord, HoldStatus, Ledger, Outcome};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
+use rocksdb::{IteratorMode, WriteBatch};
+use serde::{Deserialize, Serialize};
+
+use crate::db::{decode, encode, Store, StoreError, CF_APPLIED, CF_HISTORY, CF_RAFT, CF_STATE};
+use crate::history;
+use crate::snapshot::{SnapshotHeader, SnapshotReader, SnapshotWriter, TAG_HISTORY, TAG_STATE};
+use crate::{ApplyResult, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+
+const KEY_APPLIED: &[u8] = b"applied";
+const KEY_SNAPSHOT_META: &[u8] = b"snapshot_meta";
+
+/// How many recent decisions each node keeps for its console.
+pub const RECENT_DECISIONS_MAX: usize = 200;
+
+type Entry = openraft::Entry<TypeConfig>;
+
+/// Last applied log id and membership: written in the same batch as the
+/// state they describe.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Applied {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+/// The in-memory state readers see: the ledger and where it stands.
+pub struct SmState {
+    pub ledger: Ledger,
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+/// One applied authorize, capture or void, for the console.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AppliedDecision {
+    pub log_index: u64,
+    pub batch_position: u32,
+    pub time_ms: u64,
+    pub kind: String,
+    pub session_id: Option<String>,
+    pub tool: Option<String>,
+    pub authorization_id: Option<String>,
+    /// `approved`, a denial reason, `captured`, `voided`, or a refusal code.
+    pub result: String,
+}
+
+/// The state machine store. Clones share everything.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    store: Store,
+    state: Arc<RwLock<SmState>>,
+    recent: Arc<Mutex<VecDeque<AppliedDecision>>>,
+    /// The file `begin_receiving_snapshot` handed out last.
+    receiving: Arc<Mutex<Option<PathBuf>>>,
+}
+
+fn sm_write<E: Into<StoreError>>(e: E) -> StorageError {
+    StorageIOError::write_state_machine(&e.into()).into()
+}
+
+fn snap_write<E: Into<StoreError>>(e: E) -> StorageError {
+    StorageIOError::write_snapshot(None, &e.into()).into()
+}
+
+fn snap_read<E: Into<StoreError>>(e: E) -> StorageError {
+    StorageIOError::read_snapshot(None, &e.into()).into()
+}
+
+fn unix_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+impl StateMachineStore {
+    /// Loads the ledger from its records; refuses a state that does not
+    /// decode or breaks an invariant.
+    pub fn load(store: Store) -> Result<Self, StoreError> {
+        let db = store.db();
+        let applied: Applied = match db.get_cf(store.cf(CF_APPLIED), KEY_APPLIED)? {
+            Some(bytes) => decode("applied state", &bytes)?,
+            None => Applied::default(),
+        };
+        let mut records = Vec::new();
+        for item in db.iterator_cf(store.cf(CF_STATE), IteratorMode::Start) {
+            records.push(item?);
+        }
+        let ledger = Ledger::from_records(records)?;
+        // Leftovers of snapshots that were being received when we stopped.
+        if let Ok(dir) = fs::read_dir(store.snapshot_dir()) {
+            for entry in dir.flatten() {
+                if entry.file_name().to_string_lossy().starts_with("incoming-") {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+        Ok(StateMachineStore {
+            store,
+            state: Arc::new(RwLock::new(SmState {
+                ledger,
+                last_applied: applied.last_applied,
+                membership: applied.membership,
+            })),
+            recent: Arc::new(Mutex::new(VecDeque::with_capacity(RECENT_DECISIONS_MAX))),
+            receiving: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Read access to the in-memory state. Hold it briefly: apply waits.
+    pub fn read(&self) -> RwLockReadGuard<'_, SmState> {
+        // A poisoned lock means apply panicked mid-way: the state cannot be
+        // trusted, so stop.
+        self.state.read().expect("state lock poisoned: apply panicked")
+    }
+
+    pub fn recent_decisions(&self) -> Vec<AppliedDecision> {
+        self.recent
+            .lock()
+            .map(|r| r.iter().rev().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The state digest and history head at the applied log id.
+    pub fn digest(&self) -> (Option<LogId>, [u8; 32], [u8; 32]) {
+        let s = self.read();
+        (s.last_applied, s.ledger.digest(), s.ledger.meta().history_head)
+    }
+
+    fn record_recent(&self, log_index: u64, time_ms: u64, commands: &[Command], outcomes: &[Outcome]) {
+        let Ok(mut recent) = self.recent.lock() else { return };
+        for (i, (c, o)) in commands.iter().zip(outcomes).enumerate() {
+            let (kind, session_id, tool) = match c {
+                Command::Authorize(a) => ("authorize", Some(a.session_id.to_string()), Some(a.tool.to_string())),
+                Command::Capture(_) => ("capture", None, None),
+                Command::Void(_) => ("void", None, None),
+                _ => continue,
+            };
+            let (result, authorization_id) = match o {
+                Outcome::Approved { approval, .. } => ("approved".to_string(), Some(approval.hold_id.to_string())),
+                Outcome::Denied(reason) => (reason.code().to_string(), None),
+                Outcome::Captured { captured, .. } => ("captured".to_string(), Some(captured.hold_id.to_string())),
+                Outcome::Voided { hold_id, .. } => ("voided".to_string(), Some(hold_id.to_string())),
+                Outcome::Refused(r) => (r.code().to_string(), None),
+                _ => continue,
+            };
+            if recent.len() == RECENT_DECISIONS_MAX {
+                recent.pop_front();
+            }
+            recent.push_back(AppliedDecision {
+                log_index,
+                batch_position: i as u32,
+                time_ms,
+                kind: kind.to_string(),
+                session_id,
+                tool,
+                authorization_id,
+                result,
+            });
+        }
+    }
+
+    fn current_snapshot_meta(&self) -> Result<Option<SnapshotMeta>, StoreError> {
+        match self.store.db().get_cf(self.store.cf(CF_RAFT), KEY_SNAPSHOT_META)? {
+            None => Ok(None),
+            Some(bytes) => decode("snapshot meta", &bytes).map(Some),
+        }
+    }
+
+    fn snapshot_path(&self, snapshot_id: &str) -> PathBuf {
+        self.store.snapshot_dir().join(format!("{snapshot_id}.snap"))
+    }
+
+    /// Builds a snapshot file from a point-in-time view of the database.
+    fn build_snapshot_file(store: &Store) -> Result<(SnapshotMeta, PathBuf), StoreError> {
+        // Make every state write so far durable before the log can be purged
+        // up to this snapshot.
+        store.sync_wal()?;
+        let db = store.db();
+        let view = db.snapshot();
+        let applied: Applied = match view.get_cf(store.cf(CF_APPLIED), KEY_APPLIED)? {
+            Some(bytes) => decode("applied state", &bytes)?,
+            None => Applied::default(),
+        };
+        let snapshot_id = match &applied.last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, unix_nanos()),
+            None => format!("0-0-{}", unix_nanos()),
+        };
+        let header = SnapshotHeader {
+            snapshot_id: snapshot_id.clone(),
+            last_log_id: applied.last_applied,
+            membership: applied.membership.clone(),
+        };
+        let tmp = store.snapshot_dir().join(format!("building-{snapshot_id}"));
+        let file = fs::File::create(&tmp)?;
+        let mut w = SnapshotWriter::new(file, &header)?;
+        for (cf, tag) in [(CF_STATE, TAG_STATE), (CF_HISTORY, TAG_HISTORY)] {
+            for item in view.iterator_cf(store.cf(cf), IteratorMode::Start) {
+                let (k, v) = item?;
+                w.frame(tag, &k, &v)?;
+            }
+        }
+        let file = w.finish()?;
+        file.sync_all()?;
+        drop(file);
+        let path = store.snapshot_dir().join(format!("{snapshot_id}.snap"));
+        fs::rename(&tmp, &path)?;
+        sync_dir(&store.snapshot_dir())?;
+        let meta = SnapshotMeta {
+            last_log_id: applied.last_applied,
+            last_membership: applied.membership,
+            snapshot_id,
+        };
+        Ok((meta, path))
+    }
+
+    /// Records `meta` as the current snapshot and deletes older files.
+    fn set_current_snapshot(store: &Store, meta: &SnapshotMeta, keep: &Path) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(store.cf(CF_RAFT), KEY_SNAPSHOT_META, encode(meta));
+        store.write_synced(batch)?;
+        for entry in fs::read_dir(store.snapshot_dir())?.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().to_string();
+            if path != keep && name.ends_with(".snap") {
+                let _ = fs::remove_file(path);
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the whole state with a verified snapshot file's contents.
+    fn install_file(&self, file: &mut fs::File, meta: &SnapshotMeta) -> Result<(), StoreError> {
+        file.seek(SeekFrom::Start(0))?;
+        let (reader, _) = SnapshotReader::new(&mut *file)?;
+        reader.verify()?;
+        file.seek(SeekFrom::Start(0))?;
+        let (mut reader, header) = SnapshotReader::new(&mut *file)?;
+        if header.last_log_id != meta.last_log_id {
+            return Err(StoreError::Corrupt(format!(
+                "snapshot file is at {:?}, Raft says {:?}",
+                header.last_log_id, meta.last_log_id
+            )));
+        }
+        let store = &self.store;
+        let mut batch = WriteBatch::default();
+        for cf in [CF_STATE, CF_HISTORY] {
+            batch.delete_range_cf(store.cf(cf), Vec::<u8>::new(), vec![0xffu8; 256]);
+        }
+        let mut state_records = Vec::new();
+        while let Some(frame) = reader.next_frame()? {
+            match frame.tag {
+                TAG_STATE => {
+                    batch.put_cf(store.cf(CF_STATE), &frame.key, &frame.value);
+                    state_records.push((frame.key, frame.value));
+                }
+                TAG_HISTORY => batch.put_cf(store.cf(CF_HISTORY), &frame.key, &frame.value),
+                other => return Err(StoreError::Corrupt(format!("unexpected snapshot frame tag {other}"))),
+            }
+        }
+        let ledger = Ledger::from_records(state_records)?;
+        let applied = Applied {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+        };
+        batch.put_cf(store.cf(CF_APPLIED), KEY_APPLIED, encode(&applied));
+        let mut state = self.state.write().expect("state lock poisoned: apply panicked");
+        store.write_synced(batch)?;
+        *state = SmState {
+            ledger,
+            last_applied: applied.last_applied,
+            membership: applied.membership,
+        };
+        Ok(())
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let store = self.store.clone();
+        let (meta, path) = tokio::task::spawn_blocking(move || {
+            let (meta, path) = Self::build_snapshot_file(&store)?;
+            Self::set_current_snapshot(&store, &meta, &path)?;
+            Ok::<_, StoreError>((meta, path))
+        })
+        .await
+        .map_err(|e| snap_write(StoreError::Io(std::io::Error::other(e))))?
+        .map_err(snap_write)?;
+        metrics::counter!(api::metrics::RAFT_SNAPSHOTS_TOTAL).increment(1);
+        let file = tokio::fs::File::open(&path).await.map_err(snap_read)?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(file),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let s = self.read();
+        Ok((s.last_applied, s.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let started = Instant::now();
+        let mut results = Vec::new();
+        let mut state = self.state.write().expect("state lock poisoned: apply panicked");
+        let mut commands_applied = 0u64;
+        for entry in entries {
+            let result = match &entry.payload {
+                EntryPayload::Blank => ApplyResult::default(),
+                EntryPayload::Normal(batch) => {
+                    let outcomes = state.ledger.apply(batch);
+                    commands_applied += outcomes.len() as u64;
+                    self.record_recent(entry.log_id.index, batch.time_ms, &batch.commands, &outcomes);
+                    ApplyResult { outcomes }
+                }
+                EntryPayload::Membership(m) => {
+                    state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+                    ApplyResult::default()
+                }
+            };
+            state.last_applied = Some(entry.log_id);
+            results.push(result);
+        }
+        let changes = state.ledger.take_changes();
+        let store = &self.store;
+        let mut batch = WriteBatch::default();
+        for key in &changes.dirty {
+            let k = key.encode();
+            match state.ledger.encode_record(key) {
+                Some(v) => batch.put_cf(store.cf(CF_STATE), k, v),
+                None => batch.delete_cf(store.cf(CF_STATE), k),
+            }
+        }
+        let mut expiries = 0u64;
+        for record in &changes.history {
+            if matches!(record, HistoryRecord::Hold(h) if h.status == HoldStatus::Expired) {
+                expiries += 1;
+            }
+            history::put(&mut batch, store, record);
+        }
+        let applied = Applied {
+            last_applied: state.last_applied,
+            membership: state.membership.clone(),
+        };
+        batch.put_cf(store.cf(CF_APPLIED), KEY_APPLIED, encode(&applied));
+        // Durable with the next synced log write; a crash before that loses
+        // this batch and its applied log id together, and the entries are
+        // applied again from the log.
+        store.write_unsynced(batch).map_err(sm_write)?;
+        drop(state);
+        metrics::counter!(api::metrics::HOLD_EXPIRIES_TOTAL).increment(expiries);
+        metrics::counter!(api::metrics::APPLIED_COMMANDS_TOTAL).increment(commands_applied);
+        metrics::histogram!(api::metrics::STORAGE_APPLY_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
+        Ok(results)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        let path = self.store.snapshot_dir().join(format!("incoming-{}", unix_nanos()));
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(snap_write)?;
+        if let Ok(mut r) = self.receiving.lock() {
+            if let Some(old) = r.replace(path) {
+                let _ = fs::remove_file(old);
+            }
+        }
+        Ok(Box::new(file))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<tokio::fs::File>,
+    ) -> Result<(), StorageError> {
+        let incoming = self.receiving.lock().ok().and_then(|mut r| r.take());
+        let mut file = snapshot.into_std().await;
+        let this = self.clone();
+        let meta_owned = meta.clone();
+        tokio::task::spawn_blocking(move || {
+            file.sync_all()?;
+            this.install_file(&mut file, &meta_owned)?;
+            drop(file);
+            let path = this.snapshot_path(&meta_owned.snapshot_id);
+            match &incoming {
+                Some(incoming) => fs::rename(incoming, &path)?,
+                None => {
+                    return Err(StoreError::Corrupt(
+                        "installed a snapshot that was not being received".into(),
+                    ));
+                }
+            }
+            sync_dir(&this.store.snapshot_dir())?;
+            Self::set_current_snapshot(&this.store, &meta_owned, &path)
+        })
+        .await
+        .map_err(|e| snap_write(StoreError::Io(std::io::Error::other(e))))?
+        .map_err(snap_write)?;
+        tracing::info!(snapshot = %meta.snapshot_id, last_log_id = ?meta.last_log_id, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let Some(meta) = self.current_snapshot_meta().map_err(snap_read)? else {
+            return Ok(None);
+        };
+        let path = self.snapshot_path(&meta.snapshot_id);
+        let file = tokio::fs::File::open(&path).await.map_err(snap_read)?;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(file),
+        }))
+    }
+}
