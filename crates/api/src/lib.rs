@@ -289,6 +289,28 @@ pub struct AuthorizationView {
     pub receipt_id: Option<String>,
     pub idempotency_key: Option<String>,
     pub context: DecisionContext,
+    /// Set while a payment against the hold may be in flight: the hold then
+    /// waits for reconciliation (capture or void) instead of expiring.
+    pub settling_since_ms: Option<u64>,
+    pub settling_reference: Option<String>,
+}
+
+/// `POST /v1/authorizations/{id}/settling`: a payment against this hold is
+/// about to be sent; keep the hold until it is captured or voided.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarkSettlingRequest {
+    /// The payment's reference (e.g. its x402 nonce); a repeat with the same
+    /// reference is idempotent.
+    pub reference: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkSettlingResponse {
+    pub authorization_id: String,
+    pub already: bool,
+    #[serde(flatten)]
+    pub position: LogPosition,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

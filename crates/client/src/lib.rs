@@ -236,6 +236,28 @@ impl Client {
             .await
     }
 
+    /// Pins a hold while a payment against it may be in flight.
+    pub async fn mark_settling(
+        &self,
+        authorization_id: &str,
+        reference: &str,
+    ) -> Result<MarkSettlingResponse, ClientError> {
+        let body = MarkSettlingRequest {
+            reference: reference.to_string(),
+        };
+        self.post(
+            &format!("/v1/authorizations/{}/settling", encode(authorization_id)),
+            &body,
+        )
+        .await
+    }
+
+    /// Holds with a payment possibly in flight (admin).
+    pub async fn settling_authorizations(&self, limit: Option<u32>) -> Result<Page<AuthorizationView>, ClientError> {
+        let limit = limit.map(|l| format!("&limit={l}")).unwrap_or_default();
+        self.get(&format!("/v1/authorizations?status=settling{limit}")).await
+    }
+
     pub async fn get_authorization(&self, id: &str) -> Result<AuthorizationView, ClientError> {
         self.get(&format!("/v1/authorizations/{}", encode(id))).await
     }

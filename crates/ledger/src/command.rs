@@ -56,6 +56,15 @@ pub enum Command {
     Authorize(Authorize),
     Capture(Capture),
     Void(Void),
+    MarkSettling(MarkSettling),
+}
+
+/// Marks a hold as having a payment in flight (see [`crate::state::Settling`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkSettling {
+    pub hold_id: HoldId,
+    pub caller: Caller,
+    pub reference: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -314,6 +323,15 @@ impl Command {
                 }
                 optional_text("receipt.resource_url", &r.resource_url, URL_BYTES_MAX)
             }
+            Command::MarkSettling(c) => {
+                if let Caller::Session(s) = &c.caller {
+                    name("session_id", s.validate())?;
+                }
+                if c.reference.is_empty() {
+                    return Err(InvalidCommand::new("reference", "must not be empty"));
+                }
+                name("reference", check_text(&c.reference, "reference"))
+            }
             Command::Void(c) => {
                 if let Caller::Session(s) = &c.caller {
                     name("session_id", s.validate())?;
@@ -497,6 +515,10 @@ pub enum Outcome {
         hold_id: HoldId,
         released: Amount,
         replayed: bool,
+    },
+    SettlingMarked {
+        hold_id: HoldId,
+        already: bool,
     },
     Refused(Refusal),
 }

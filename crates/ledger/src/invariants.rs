@@ -51,14 +51,18 @@ impl Ledger {
                 add(&mut held, format!("b/{b}"), hold.amount)?;
                 add(&mut held, format!("b/{b}/{}", hold.tool), hold.amount)?;
             }
-            if !self.hold_deadlines.contains(&(hold.expires_at_ms, hold.id)) {
-                return Err(format!("hold {} missing from the deadline index", hold.id));
+            let indexed = self.hold_deadlines.contains(&(hold.expires_at_ms, hold.id));
+            if indexed == hold.settling.is_some() {
+                return Err(format!(
+                    "hold {} deadline index disagrees with its settling state",
+                    hold.id
+                ));
             }
-            if hold.expires_at_ms <= self.meta.now_ms {
+            if hold.settling.is_none() && hold.expires_at_ms <= self.meta.now_ms {
                 return Err(format!("hold {} outlived its deadline", hold.id));
             }
         }
-        if self.hold_deadlines.len() != self.holds.len() {
+        if self.hold_deadlines.len() != self.holds.values().filter(|h| h.settling.is_none()).count() {
             return Err("deadline index has entries for holds that are gone".into());
         }
         let held_of = |key: String| held.get(&key).copied().unwrap_or_default();

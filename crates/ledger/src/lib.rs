@@ -19,4 +19,4 @@ pub use amount::{Amount, AmountError, AmountInput};
 pub use command::*;
 pub use ids::*;
 pub use records::{HistoryRecord, RecordError, RecordKey};
-pub use state::{Budget, CapUsage, Changes, Hold, Ledger, Meta, Receipt, Session, Usage};
+pub use state::{Budget, CapUsage, Changes, Hold, Ledger, Meta, Receipt, Session, Settling, Usage};

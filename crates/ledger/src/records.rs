@@ -211,7 +211,9 @@ impl Ledger {
                     if h.id.0.to_be_bytes() != rest {
                         return Err(mismatch());
                     }
-                    ledger.hold_deadlines.insert((h.expires_at_ms, h.id));
+                    if h.settling.is_none() {
+                        ledger.hold_deadlines.insert((h.expires_at_ms, h.id));
+                    }
                     ledger.holds.insert(h.id, h);
                 }
                 KIND_IDEMPOTENCY => {

@@ -119,6 +119,18 @@ pub struct Hold {
     pub captured: Amount,
     pub resolved_at_ms: Option<u64>,
     pub receipt_id: Option<ReceiptId>,
+    /// Set when a payment against the hold may be in flight (a signed
+    /// payment was sent): the hold then never expires on its own; only a
+    /// capture or a void (reconciliation) ends it.
+    pub settling: Option<Settling>,
+}
+
+/// A payment in flight against a hold.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settling {
+    pub since_ms: u64,
+    /// The caller's reference for the payment (e.g. the x402 nonce).
+    pub reference: String,
 }
 
 /// The audit record of a capture.
@@ -279,6 +291,49 @@ impl Ledger {
             Command::Authorize(c) => self.authorize(c),
             Command::Capture(c) => self.capture(c),
             Command::Void(c) => self.void(c),
+            Command::MarkSettling(c) => self.mark_settling(c),
+        }
+    }
+
+    /// Pins a hold while a payment may be in flight: it stops expiring.
+    fn mark_settling(&mut self, c: &MarkSettling) -> Outcome {
+        let hold = match self.holds.get(&c.hold_id) {
+            Some(hold) => hold,
+            None if c.hold_id.0 < self.meta.next_hold_id => {
+                return Outcome::Refused(Refusal::AuthorizationNotActive {
+                    status: HoldStatus::Expired,
+                })
+            }
+            None => return Outcome::Refused(Refusal::UnknownAuthorization),
+        };
+        if let Caller::Session(s) = &c.caller {
+            if s != &hold.session_id {
+                return Outcome::Refused(Refusal::Forbidden);
+            }
+        }
+        if let Some(existing) = &hold.settling {
+            return if existing.reference == c.reference {
+                Outcome::SettlingMarked {
+                    hold_id: c.hold_id,
+                    already: true,
+                }
+            } else {
+                Outcome::Refused(Refusal::AlreadyExists)
+            };
+        }
+        let deadline = (hold.expires_at_ms, c.hold_id);
+        self.hold_deadlines.remove(&deadline);
+        let now = self.meta.now_ms;
+        if let Some(hold) = self.holds.get_mut(&c.hold_id) {
+            hold.settling = Some(Settling {
+                since_ms: now,
+                reference: c.reference.clone(),
+            });
+        }
+        self.changes.dirty.insert(RecordKey::Hold(c.hold_id));
+        Outcome::SettlingMarked {
+            hold_id: c.hold_id,
+            already: false,
         }
     }
 
@@ -601,6 +656,7 @@ impl Ledger {
                 captured: Amount::ZERO,
                 resolved_at_ms: None,
                 receipt_id: None,
+                settling: None,
             },
         );
         self.hold_deadlines.insert((expires_at_ms, hold_id));
@@ -847,6 +903,11 @@ impl Ledger {
 
     pub fn live_holds(&self) -> impl Iterator<Item = &Hold> {
         self.holds.values()
+    }
+
+    /// Holds with a payment possibly in flight: what reconciliation works on.
+    pub fn settling_holds(&self) -> impl Iterator<Item = &Hold> {
+        self.holds.values().filter(|h| h.settling.is_some())
     }
 
     pub fn counts(&self) -> (usize, usize, usize, usize) {

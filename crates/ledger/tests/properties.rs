@@ -12,6 +12,10 @@ const TOOLS: [&str; 2] = ["search", "gpu"];
 
 #[derive(Clone, Debug)]
 enum Op {
+    Settling {
+        hold: u8,
+        as_session: Option<usize>,
+    },
     Authorize {
         s: usize,
         dollars: u8,
@@ -44,6 +48,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..24u8, proptest::option::of(0..6u8), proptest::option::of(0..3usize))
             .prop_map(|(hold, key, as_session)| Op::Void { hold, key, as_session }),
         1 => (0..3usize).prop_map(|s| Op::Revoke { s }),
+        1 => (0..24u8, proptest::option::of(0..3usize)).prop_map(|(hold, as_session)| Op::Settling { hold, as_session }),
     ]
 }
 
@@ -145,6 +150,11 @@ fn command(op: &Op) -> Command {
             caller: caller(*as_session),
             idempotency_key: key(*k),
         }),
+        Op::Settling { hold, as_session } => Command::MarkSettling(MarkSettling {
+            hold_id: HoldId(u64::from(*hold)),
+            caller: caller(*as_session),
+            reference: format!("payment-{hold}"),
+        }),
         Op::Revoke { s } => Command::RevokeSession {
             session_id: SessionId::new(SESSIONS[*s]).unwrap(),
         },
@@ -188,6 +198,7 @@ fn persist(store: &mut BTreeMap<Vec<u8>, Vec<u8>>, ledger: &mut Ledger) {
 #[derive(Default)]
 struct Model {
     live: BTreeMap<HoldId, (usize, Amount, u64)>,
+    pinned: std::collections::BTreeSet<HoldId>,
     spent: [Amount; 3],
     now: u64,
 }
@@ -228,7 +239,8 @@ proptest! {
             // The model: expire, then follow the outcomes.
             model.now = model.now.max(entry.time_ms);
             let now = model.now;
-            model.live.retain(|_, (_, _, exp)| *exp > now);
+            let pinned = model.pinned.clone();
+            model.live.retain(|id, (_, _, exp)| *exp > now || pinned.contains(id));
             for (cmd, out) in entry.commands.iter().zip(&out_a) {
                 match (cmd, out) {
                     (Command::Authorize(c), Outcome::Approved { approval, replayed }) => {
@@ -251,6 +263,10 @@ proptest! {
                         let (s, amount, _) = model.live.remove(&captured.hold_id).expect("captured a hold the model has live");
                         prop_assert!(captured.captured <= amount);
                         model.spent[s] = Amount(model.spent[s].0 + captured.captured.0);
+                    }
+                    (_, Outcome::SettlingMarked { hold_id, already: false }) => {
+                        prop_assert!(model.live.contains_key(hold_id), "pinned a hold the model lacks");
+                        model.pinned.insert(*hold_id);
                     }
                     (_, Outcome::Voided { hold_id, replayed: false, .. }) => {
                         prop_assert!(model.live.remove(hold_id).is_some(), "voided a hold the model lacks");

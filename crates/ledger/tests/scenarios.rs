@@ -563,3 +563,61 @@ fn corrupt_records_are_refused_on_load() {
         Err(RecordError::UnknownKey { .. })
     ));
 }
+
+#[test]
+fn a_hold_with_a_payment_in_flight_does_not_expire() {
+    let mut w = World::new();
+    w.session("s1", "25", None, &[]);
+    let h = approved(&w.authorize("s1", "10", "t", None)); // ttl 60 s
+    let mark = |w: &mut World, caller: Caller, reference: &str| {
+        w.run(Command::MarkSettling(MarkSettling {
+            hold_id: h,
+            caller,
+            reference: reference.into(),
+        }))
+    };
+    w.session("s2", "25", None, &[]);
+    assert_eq!(
+        mark(&mut w, Caller::Session(sid("s2")), "n1"),
+        Outcome::Refused(Refusal::Forbidden)
+    );
+    assert_eq!(
+        mark(&mut w, Caller::Session(sid("s1")), "n1"),
+        Outcome::SettlingMarked {
+            hold_id: h,
+            already: false
+        }
+    );
+    assert_eq!(
+        mark(&mut w, Caller::Admin, "n1"),
+        Outcome::SettlingMarked {
+            hold_id: h,
+            already: true
+        }
+    );
+    assert_eq!(
+        mark(&mut w, Caller::Admin, "other"),
+        Outcome::Refused(Refusal::AlreadyExists)
+    );
+    w.now += 3_600_000;
+    w.run(Command::RevokeSession {
+        session_id: sid("nope"),
+    });
+    assert!(
+        w.ledger.live_hold(h).is_some(),
+        "a settling hold waits for reconciliation"
+    );
+    assert_eq!(w.ledger.settling_holds().count(), 1);
+    assert_eq!(w.remaining("s1"), usd("15"));
+    assert!(matches!(w.capture(h, None, None), Outcome::Captured { .. }));
+    assert_eq!(w.ledger.settling_holds().count(), 0);
+    // Reloading keeps a settling hold out of the expiry index.
+    let h2 = approved(&w.authorize("s1", "1", "t", None));
+    w.run(Command::MarkSettling(MarkSettling {
+        hold_id: h2,
+        caller: Caller::Admin,
+        reference: "n2".into(),
+    }));
+    let reloaded = Ledger::from_records(w.ledger.records().collect::<Vec<_>>()).unwrap();
+    assert_eq!(reloaded.digest(), w.ledger.digest());
+}

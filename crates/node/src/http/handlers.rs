@@ -695,6 +695,67 @@ pub async fn get_authorization(
     Ok(Json(hold_view(&h, asset.as_ref())))
 }
 
+pub async fn mark_settling(
+    State(s): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<MarkSettlingRequest>,
+) -> ApiResult<Json<MarkSettlingResponse>> {
+    let hold = hold_id(&id)?;
+    let command = Command::MarkSettling(ledger::MarkSettling {
+        hold_id: hold,
+        caller: principal.caller(),
+        reference: req.reference,
+    });
+    let d = decide(&s, command).await?;
+    match d.outcome {
+        Outcome::SettlingMarked { already, .. } => Ok(Json(MarkSettlingResponse {
+            authorization_id: hold.to_string(),
+            already,
+            position: position(&d),
+        })),
+        Outcome::Refused(r @ Refusal::AuthorizationNotActive { .. }) => Err(refusal(r, resolved_status(&s, hold))),
+        Outcome::Refused(r) => Err(refusal(r, None)),
+        other => Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
+    }
+}
+
+/// `GET /v1/authorizations?status=settling`: holds with a payment possibly
+/// in flight, for reconciliation (admin).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationQuery {
+    status: String,
+    limit: Option<u32>,
+}
+
+pub async fn list_settling(
+    State(s): State<AppState>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<AuthorizationQuery>,
+) -> ApiResult<Json<Page<AuthorizationView>>> {
+    principal.require_admin()?;
+    if q.status != "settling" {
+        return Err(ApiError::field("status", "only status=settling can be listed"));
+    }
+    let limit = page_limit(q.limit)?;
+    barrier(&s).await?;
+    let state = s.sm.read();
+    let items = state
+        .ledger
+        .settling_holds()
+        .take(limit)
+        .map(|h| {
+            let asset = state.ledger.session(&h.session_id).map(|x| x.asset.clone());
+            hold_view(h, asset.as_ref())
+        })
+        .collect();
+    Ok(Json(Page {
+        items,
+        next_after: None,
+    }))
+}
+
 // ---- receipts -----------------------------------------------------------
 
 fn receipt_filter(principal: &Principal, q: ReceiptQuery) -> ApiResult<ReceiptFilter> {

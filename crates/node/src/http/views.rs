@@ -105,6 +105,8 @@ pub fn hold_view(h: &Hold, asset: Option<&Asset>) -> AuthorizationView {
         receipt_id: h.receipt_id.map(|r| r.to_string()),
         idempotency_key: h.idempotency_key.as_ref().map(|k| k.to_string()),
         context: context_view(&h.context),
+        settling_since_ms: h.settling.as_ref().map(|x| x.since_ms),
+        settling_reference: h.settling.as_ref().map(|x| x.reference.clone()),
     }
 }
 
