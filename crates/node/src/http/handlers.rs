@@ -122,6 +122,37 @@ fn page_limit(limit: Option<u32>) -> ApiResult<usize> {
     }
 }
 
+/// Refuses, without a trip through the log, a reference to a budget that
+/// does not exist (checked after catching up with the leader, so a budget
+/// created a moment ago elsewhere is seen).
+async fn require_budget(s: &AppState, id: &BudgetId) -> ApiResult<()> {
+    if s.sm.read().ledger.budget(id).is_some() {
+        return Ok(());
+    }
+    barrier(s).await?;
+    if s.sm.read().ledger.budget(id).is_some() {
+        Ok(())
+    } else {
+        Err(ApiError::not_found("unknown_budget", format!("no budget {id}")))
+    }
+}
+
+/// The same for an authorization id that was never handed out.
+async fn require_issued(s: &AppState, id: HoldId) -> ApiResult<()> {
+    if s.sm.read().ledger.hold_id_issued(id) {
+        return Ok(());
+    }
+    barrier(s).await?;
+    if s.sm.read().ledger.hold_id_issued(id) {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(
+            "unknown_authorization",
+            format!("no authorization {id}"),
+        ))
+    }
+}
+
 /// How a resolved hold ended, from history (for a precise error code).
 fn resolved_status(s: &AppState, id: HoldId) -> Option<HoldStatus> {
     s.sm.store().resolved_hold(id).ok().flatten().map(|h| h.status)
@@ -141,6 +172,9 @@ pub async fn create_budget(
         .parent
         .map(|p| BudgetId::new(p).map_err(|e| ApiError::field("parent", e)))
         .transpose()?;
+    if let Some(p) = &parent {
+        require_budget(&s, p).await?;
+    }
     let command = Command::CreateBudget(CreateBudget {
         cap: cap_input("cap", &req.cap, &asset)?,
         tool_caps: tool_caps_input(req.tool_caps, &asset)?,
@@ -246,6 +280,9 @@ pub async fn create_session(
         .budget
         .map(|b| BudgetId::new(b).map_err(|e| ApiError::field("budget", e)))
         .transpose()?;
+    if let Some(b) = &budget {
+        require_budget(&s, b).await?;
+    }
     let token = new_session_token();
     let command = Command::CreateSession(CreateSession {
         id: id.clone(),
@@ -569,6 +606,7 @@ pub async fn capture(
     ApiJson(req): ApiJson<CaptureRequest>,
 ) -> ApiResult<Json<CaptureResponse>> {
     let hold = hold_id(&id)?;
+    require_issued(&s, hold).await?;
     let receipt = req.receipt.unwrap_or_default();
     let command = Command::Capture(Capture {
         hold_id: hold,
@@ -638,6 +676,7 @@ pub async fn void(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::InvalidJson(format!("Failed to deserialize the JSON body: {e}")))?
     };
+    require_issued(&s, hold).await?;
     let command = Command::Void(Void {
         hold_id: hold,
         caller: principal.caller(),
@@ -702,6 +741,7 @@ pub async fn mark_settling(
     ApiJson(req): ApiJson<MarkSettlingRequest>,
 ) -> ApiResult<Json<MarkSettlingResponse>> {
     let hold = hold_id(&id)?;
+    require_issued(&s, hold).await?;
     let command = Command::MarkSettling(ledger::MarkSettling {
         hold_id: hold,
         caller: principal.caller(),

@@ -1,0 +1,227 @@
+//! A real cluster for tests: `spendcap serve` processes on 127.0.0.1 with
+//! RocksDB in temp dirs, talked to over real HTTP.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use client::Client;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// Polls `check` until it returns `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+pub struct NodeProc {
+    pub id: u64,
+    pub api_port: u16,
+    pub raft_port: u16,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl NodeProc {
+    pub fn api(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+pub struct Cluster {
+    pub nodes: Vec<NodeProc>,
+    members: String,
+    extra: Vec<String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `n` nodes forming one cluster and waits until all are ready.
+    pub async fn start(n: usize, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let id = i as u64 + 1;
+            nodes.push(NodeProc {
+                id,
+                api_port: free_port(),
+                raft_port: free_port(),
+                data_dir: dir.path().join(format!("node{id}")),
+                log: dir.path().join(format!("node{id}.log")),
+                child: None,
+            });
+        }
+        let members = nodes
+            .iter()
+            .map(|n| format!("{}=127.0.0.1:{}/127.0.0.1:{}", n.id, n.raft_port, n.api_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            nodes,
+            members,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            _dir: dir,
+        };
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        for i in 0..n {
+            cluster.wait_ready(i).await;
+        }
+        cluster
+    }
+
+    /// Starts node `i` (again).
+    pub fn spawn(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        assert!(node.child.is_none(), "node {} already running", node.id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_spendcap"))
+            .arg("serve")
+            .args(["--id", &node.id.to_string()])
+            .args(["--data-dir", &node.data_dir.display().to_string()])
+            .args(["--api-listen", &format!("127.0.0.1:{}", node.api_port)])
+            .args(["--raft-listen", &format!("127.0.0.1:{}", node.raft_port)])
+            .args(["--initial-members", &self.members])
+            .args(["--admin-token", ADMIN_TOKEN])
+            .args(&self.extra)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn spendcap serve");
+        node.child = Some(child);
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait: a clean stop.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn client(&self, i: usize) -> Client {
+        Client::with_timeout(&self.nodes[i].api(), Some(ADMIN_TOKEN.into()), Duration::from_secs(10)).expect("client")
+    }
+
+    pub async fn wait_ready(&self, i: usize) {
+        let c = self.client(i);
+        eventually(
+            &format!("node {} ready", self.nodes[i].id),
+            Duration::from_secs(60),
+            || {
+                let c = c.clone();
+                async move { c.readyz().await.ok() }
+            },
+        )
+        .await;
+    }
+
+    /// The index of the node that is leader, as the running nodes agree.
+    pub async fn leader(&self) -> usize {
+        eventually("a leader", Duration::from_secs(60), || async {
+            for (i, n) in self.nodes.iter().enumerate() {
+                if !n.is_running() {
+                    continue;
+                }
+                if let Ok(s) = self.client(i).cluster_status().await {
+                    if s.role == "leader" {
+                        return Some(i);
+                    }
+                }
+            }
+            None
+        })
+        .await
+    }
+
+    /// Waits until every running node has applied the same index with the
+    /// same state digest; returns the digest.
+    pub async fn converged(&self) -> String {
+        eventually("digests to agree", Duration::from_secs(60), || async {
+            let mut seen = Vec::new();
+            for (i, n) in self.nodes.iter().enumerate() {
+                if !n.is_running() {
+                    continue;
+                }
+                seen.push(self.client(i).cluster_digest().await.ok()?);
+            }
+            let first = seen.first()?.clone();
+            seen.iter()
+                .all(|d| d.applied_index == first.applied_index && d.digest == first.digest)
+                .then_some(first.digest)
+        })
+        .await
+    }
+
+    pub fn log_text(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.nodes[i].log).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+        if std::thread::panicking() {
+            for i in 0..self.nodes.len() {
+                let text = self.log_text(i);
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                eprintln!("---- node {} log (last 40 lines) ----", self.nodes[i].id);
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
