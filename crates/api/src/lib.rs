@@ -181,11 +181,14 @@ pub struct AuthorizeRequest {
 }
 
 /// Where a decision sits in the replicated log: fault tests order
-/// operations by it.
+/// operations by it. A replayed answer (same idempotency key) carries the
+/// first decision's position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogPosition {
     pub log_index: u64,
     pub batch_position: u32,
+    /// The log time (Unix ms) it was decided at.
+    pub log_time_ms: u64,
 }
 
 /// The answer to an authorization: `approved` or `denied`.

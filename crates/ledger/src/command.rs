@@ -467,9 +467,21 @@ impl Refusal {
     }
 }
 
+/// Where a command was first decided: its log entry and its place in the
+/// entry's batch. A replayed answer keeps the first decision's position, so
+/// a checker can order every acknowledged effect by it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Position {
+    pub log_index: u64,
+    pub batch_position: u32,
+    /// The log time it was decided at.
+    pub time_ms: u64,
+}
+
 /// An approved authorization: the amount is reserved at every level.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
+    pub at: Position,
     pub hold_id: HoldId,
     pub amount: Amount,
     /// What the session has left after this hold.
@@ -479,6 +491,7 @@ pub struct Approval {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Captured {
+    pub at: Position,
     pub hold_id: HoldId,
     pub receipt_id: ReceiptId,
     pub captured: Amount,
@@ -512,6 +525,7 @@ pub enum Outcome {
         replayed: bool,
     },
     Voided {
+        at: Position,
         hold_id: HoldId,
         released: Amount,
         replayed: bool,

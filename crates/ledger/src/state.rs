@@ -221,6 +221,8 @@ pub struct Ledger {
     pub(crate) hold_deadlines: BTreeSet<(u64, HoldId)>,
     pub(crate) key_deadlines: BTreeSet<(u64, ScopedKey)>,
     pub(crate) changes: Changes,
+    /// The command being applied (not state: set by `apply`).
+    pub(crate) position: Position,
 }
 
 fn fingerprint<T: Serialize>(value: &T) -> [u8; 16] {
@@ -240,9 +242,17 @@ impl Ledger {
     /// Applies one log entry: first time moves forward (expiring holds and
     /// idempotency keys whose time has come), then each command in order.
     /// Returns exactly one outcome per command.
-    pub fn apply(&mut self, entry: &Entry) -> Vec<Outcome> {
+    pub fn apply(&mut self, log_index: u64, entry: &Entry) -> Vec<Outcome> {
         self.advance_time(entry.time_ms);
-        let outcomes: Vec<Outcome> = entry.commands.iter().map(|c| self.apply_command(c)).collect();
+        let mut outcomes = Vec::with_capacity(entry.commands.len());
+        for (i, command) in entry.commands.iter().enumerate() {
+            self.position = Position {
+                log_index,
+                batch_position: i as u32,
+                time_ms: self.meta.now_ms,
+            };
+            outcomes.push(self.apply_command(command));
+        }
         self.meta.entries_applied += 1;
         self.changes.dirty.insert(RecordKey::Meta);
         #[cfg(debug_assertions)]
@@ -664,6 +674,7 @@ impl Ledger {
 
         let outcome = Outcome::Approved {
             approval: Approval {
+                at: self.position,
                 hold_id,
                 amount,
                 session_remaining,
@@ -766,6 +777,7 @@ impl Ledger {
         self.resolve_hold(c.hold_id, HoldStatus::Captured, captured, Some(receipt));
         let outcome = Outcome::Captured {
             captured: Captured {
+                at: self.position,
                 hold_id: c.hold_id,
                 receipt_id,
                 captured,
@@ -791,6 +803,7 @@ impl Ledger {
         let owner = hold.session_id.clone();
         self.resolve_hold(c.hold_id, HoldStatus::Voided, Amount::ZERO, None);
         let outcome = Outcome::Voided {
+            at: self.position,
             hold_id: c.hold_id,
             released,
             replayed: false,

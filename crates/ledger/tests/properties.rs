@@ -228,8 +228,8 @@ proptest! {
         let mut first_results: BTreeMap<(usize, u8), Outcome> = BTreeMap::new();
 
         for (i, entry) in entries.iter().enumerate() {
-            let out_a = a.apply(entry);
-            let out_b = b.apply(entry);
+            let out_a = a.apply(i as u64, entry);
+            let out_b = b.apply(i as u64, entry);
             prop_assert_eq!(&out_a, &out_b);
             prop_assert_eq!(out_a.len(), entry.commands.len());
             a.check_invariants().map_err(TestCaseError::fail)?;
@@ -297,8 +297,8 @@ proptest! {
         let entries = build(&plan);
         let mut ledger = Ledger::new();
         let mut keyed = Vec::new();
-        for entry in &entries {
-            let outs = ledger.apply(entry);
+        for (i, entry) in entries.iter().enumerate() {
+            let outs = ledger.apply(i as u64, entry);
             for (c, o) in entry.commands.iter().zip(outs) {
                 let has_key = match c {
                     Command::Authorize(a) => a.idempotency_key.is_some() && matches!(o, Outcome::Approved { replayed: false, .. }),
@@ -315,7 +315,7 @@ proptest! {
         let (command, first) = keyed[pick.index(keyed.len())].clone();
         let before: Vec<_> = ledger.records().filter(|(k, _)| k[0] != b'M').collect();
         // Same time as the last entry: nothing expires in between.
-        let out = ledger.apply(&Entry { time_ms: ledger.now_ms(), commands: vec![command.clone()] });
+        let out = ledger.apply(entries.len() as u64, &Entry { time_ms: ledger.now_ms(), commands: vec![command.clone()] });
         let after: Vec<_> = ledger.records().filter(|(k, _)| k[0] != b'M').collect();
         prop_assert_eq!(before, after);
         let (mut a, mut b) = (out[0].clone(), first);

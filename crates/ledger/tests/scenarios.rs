@@ -29,6 +29,7 @@ fn key(k: &str) -> Option<IdempotencyKey> {
 
 struct World {
     ledger: Ledger,
+    index: u64,
     now: u64,
     tokens: u8,
 }
@@ -37,16 +38,21 @@ impl World {
     fn new() -> Self {
         World {
             ledger: Ledger::new(),
+            index: 0,
             now: 1_000_000,
             tokens: 0,
         }
     }
 
     fn run(&mut self, command: Command) -> Outcome {
-        let mut out = self.ledger.apply(&Entry {
-            time_ms: self.now,
-            commands: vec![command],
-        });
+        self.index += 1;
+        let mut out = self.ledger.apply(
+            self.index,
+            &Entry {
+                time_ms: self.now,
+                commands: vec![command],
+            },
+        );
         self.ledger.check_invariants().unwrap();
         out.pop().unwrap()
     }
@@ -147,10 +153,13 @@ fn seed_example_three_tens_against_twenty_five() {
             })
         })
         .collect();
-    let out = w.ledger.apply(&Entry {
-        time_ms: w.now,
-        commands,
-    });
+    let out = w.ledger.apply(
+        99,
+        &Entry {
+            time_ms: w.now,
+            commands,
+        },
+    );
     let approvals = out.iter().filter(|o| matches!(o, Outcome::Approved { .. })).count();
     assert_eq!(approvals, 2);
     assert_eq!(out[2], Outcome::Denied(DenyReason::SessionCap { remaining: usd("5") }));

@@ -39,6 +39,11 @@ pub fn local_decide(s: &AppState, command: &Command) -> Option<Decided> {
     Some(Decided {
         outcome: Outcome::Approved {
             approval: ledger::Approval {
+                at: ledger::Position {
+                    log_index: index,
+                    batch_position: 0,
+                    time_ms: state.ledger.now_ms(),
+                },
                 hold_id,
                 amount,
                 session_remaining: remaining,
@@ -48,5 +53,6 @@ pub fn local_decide(s: &AppState, command: &Command) -> Option<Decided> {
         },
         log_index: index,
         batch_position: 0,
+        time_ms: state.ledger.now_ms(),
     })
 }

@@ -28,6 +28,26 @@ pub struct Decided {
     pub outcome: Outcome,
     pub log_index: u64,
     pub batch_position: u32,
+    /// The entry's log time.
+    pub time_ms: u64,
+}
+
+impl Decided {
+    /// Where the command's effect was first decided: for an approval,
+    /// capture or void (also when replayed) the original position, else
+    /// this entry's.
+    pub fn position(&self) -> ledger::Position {
+        match &self.outcome {
+            Outcome::Approved { approval, .. } => approval.at,
+            Outcome::Captured { captured, .. } => captured.at,
+            Outcome::Voided { at, .. } => *at,
+            _ => ledger::Position {
+                log_index: self.log_index,
+                batch_position: self.batch_position,
+                time_ms: self.time_ms,
+            },
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -223,6 +243,7 @@ impl Router {
             Ok(resp) => {
                 metrics::histogram!(api::metrics::COMMIT_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
                 let index = resp.log_id.index;
+                let time_ms = resp.data.time_ms;
                 let outcomes = resp.data.outcomes;
                 if outcomes.len() != count {
                     // One outcome per command is the state machine's contract.
@@ -238,6 +259,7 @@ impl Router {
                         outcome,
                         log_index: index,
                         batch_position: i as u32,
+                        time_ms,
                     })
                     .collect())
             }

@@ -50,6 +50,8 @@ impl fmt::Display for NodeAddr {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApplyResult {
     pub outcomes: Vec<ledger::Outcome>,
+    /// The log time the entry was applied at.
+    pub time_ms: u64,
 }
 
 openraft::declare_raft_types!(

@@ -337,10 +337,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let result = match &entry.payload {
                 EntryPayload::Blank => ApplyResult::default(),
                 EntryPayload::Normal(batch) => {
-                    let outcomes = state.ledger.apply(batch);
+                    let outcomes = state.ledger.apply(entry.log_id.index, batch);
                     commands_applied += outcomes.len() as u64;
                     self.record_recent(entry.log_id.index, batch.time_ms, &batch.commands, &outcomes);
-                    ApplyResult { outcomes }
+                    ApplyResult {
+                        outcomes,
+                        time_ms: state.ledger.now_ms(),
+                    }
                 }
                 EntryPayload::Membership(m) => {
                     state.membership = StoredMembership::new(Some(entry.log_id), m.clone());

@@ -107,10 +107,38 @@ fn idempotency_key(key: Option<String>) -> ApiResult<Option<IdempotencyKey>> {
 }
 
 fn position(d: &Decided) -> LogPosition {
+    let p = d.position();
     LogPosition {
-        log_index: d.log_index,
-        batch_position: d.batch_position,
+        log_index: p.log_index,
+        batch_position: p.batch_position,
+        log_time_ms: p.time_ms,
     }
+}
+
+/// The asset of a session as of a decided entry: from local state, after
+/// catching up to that entry if this node lags (never guessing).
+async fn session_asset(s: &AppState, session: &SessionId, log_index: u64) -> ApiResult<ledger::Asset> {
+    let lookup = || s.sm.read().ledger.session(session).map(|x| x.asset.clone());
+    if let Some(asset) = lookup() {
+        return Ok(asset);
+    }
+    await_applied(&State(s.clone()), log_index, s.limits.read_timeout).await?;
+    lookup().ok_or_else(|| ApiError::Internal(format!("session {session} missing at index {log_index}")))
+}
+
+/// The session that owns a hold, live or resolved, as of a decided entry.
+async fn hold_session(s: &AppState, hold: HoldId, log_index: u64) -> ApiResult<SessionId> {
+    let lookup = || -> ApiResult<Option<SessionId>> {
+        if let Some(h) = s.sm.read().ledger.live_hold(hold) {
+            return Ok(Some(h.session_id.clone()));
+        }
+        Ok(s.sm.store().resolved_hold(hold)?.map(|h| h.session_id))
+    };
+    if let Some(id) = lookup()? {
+        return Ok(id);
+    }
+    await_applied(&State(s.clone()), log_index, s.limits.read_timeout).await?;
+    lookup()?.ok_or_else(|| ApiError::Internal(format!("authorization {hold} missing at index {log_index}")))
 }
 
 fn page_limit(limit: Option<u32>) -> ApiResult<usize> {
@@ -443,8 +471,17 @@ fn authorize_command(
 }
 
 /// A decision as the API shows it; errors for refusals.
-fn decision(s: &AppState, session: &SessionId, d: &Decided) -> ApiResult<Decision> {
-    let asset = s.sm.read().ledger.session(session).map(|x| x.asset.clone());
+async fn decision(s: &AppState, session: &SessionId, d: &Decided) -> ApiResult<Decision> {
+    let asset = match &d.outcome {
+        Outcome::Approved { .. } | Outcome::Denied(_) => match session_asset(s, session, d.log_index).await {
+            Ok(asset) => Some(asset),
+            // Denied for an unknown session: there is no asset to format with,
+            // and no amount to show.
+            Err(_) if matches!(d.outcome, Outcome::Denied(DenyReason::UnknownSession)) => None,
+            Err(e) => return Err(e),
+        },
+        _ => None,
+    };
     let fmt = |a: ledger::Amount| match &asset {
         Some(asset) => money(a, asset),
         None => a.to_string(),
@@ -535,11 +572,11 @@ pub async fn authorize(
     #[cfg(feature = "fault-injection")]
     if crate::fault::local_decide_enabled() {
         if let Some(d) = crate::fault::local_decide(&s, &command) {
-            return Ok(Json(decision(&s, &session, &d)?));
+            return Ok(Json(decision(&s, &session, &d).await?));
         }
     }
     let d = s.proposer.propose(command, s.limits.write_timeout).await?;
-    let out = decision(&s, &session, &d)?;
+    let out = decision(&s, &session, &d).await?;
     ::metrics::histogram!(api::metrics::AUTHORIZE_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
     Ok(Json(out))
 }
@@ -586,16 +623,17 @@ pub async fn batch_authorize(
     } else {
         s.proposer.propose_many(commands, s.limits.write_timeout).await?
     };
-    let results = slots
-        .into_iter()
-        .map(|slot| {
-            let r = slot.and_then(|(sid, i)| decision(&s, &sid, &decided[i]));
-            match r {
-                Ok(d) => BatchItemResult::Decision(d),
-                Err(e) => BatchItemResult::Error { error: e.body() },
-            }
-        })
-        .collect();
+    let mut results = Vec::with_capacity(slots.len());
+    for slot in slots {
+        let r = match slot {
+            Ok((sid, i)) => decision(&s, &sid, &decided[i]).await,
+            Err(e) => Err(e),
+        };
+        results.push(match r {
+            Ok(d) => BatchItemResult::Decision(d),
+            Err(e) => BatchItemResult::Error { error: e.body() },
+        });
+    }
     Ok(Json(BatchAuthorizeResponse { results }))
 }
 
@@ -627,26 +665,11 @@ pub async fn capture(
         Outcome::Captured { ref captured, replayed } => {
             ::metrics::counter!(api::metrics::CAPTURES_TOTAL).increment(1);
             // The session's asset formats the amounts.
-            let asset = {
-                let state = s.sm.read();
-                state.ledger.live_hold(hold).map(|h| h.session_id.clone())
-            };
-            let asset = match asset {
-                Some(sid) => s.sm.read().ledger.session(&sid).map(|x| x.asset.clone()),
-                None => {
-                    s.sm.store()
-                        .resolved_hold(hold)?
-                        .and_then(|h| s.sm.read().ledger.session(&h.session_id).map(|x| x.asset.clone()))
-                }
-            };
-            let fmt = |a: ledger::Amount| match &asset {
-                Some(asset) => money(a, asset),
-                None => a.to_string(),
-            };
-            if let Some(asset) = &asset {
-                ::metrics::counter!(api::metrics::CAPTURED_UNITS_TOTAL, "asset" => asset.code.to_string())
-                    .increment(u64::try_from(captured.captured.units()).unwrap_or(u64::MAX));
-            }
+            let session = hold_session(&s, hold, d.log_index).await?;
+            let asset = session_asset(&s, &session, d.log_index).await?;
+            let fmt = |a: ledger::Amount| money(a, &asset);
+            ::metrics::counter!(api::metrics::CAPTURED_UNITS_TOTAL, "asset" => asset.code.to_string())
+                .increment(u64::try_from(captured.captured.units()).unwrap_or(u64::MAX));
             Ok(Json(CaptureResponse {
                 authorization_id: hold.to_string(),
                 receipt_id: captured.receipt_id.to_string(),
@@ -686,15 +709,11 @@ pub async fn void(
     match d.outcome {
         Outcome::Voided { released, replayed, .. } => {
             ::metrics::counter!(api::metrics::VOIDS_TOTAL).increment(1);
-            let asset =
-                s.sm.store()
-                    .resolved_hold(hold)?
-                    .and_then(|h| s.sm.read().ledger.session(&h.session_id).map(|x| x.asset.clone()));
+            let session = hold_session(&s, hold, d.log_index).await?;
+            let asset = session_asset(&s, &session, d.log_index).await?;
             Ok(Json(VoidResponse {
                 authorization_id: hold.to_string(),
-                released: asset
-                    .map(|a| money(released, &a))
-                    .unwrap_or_else(|| released.to_string()),
+                released: money(released, &asset),
                 replayed,
                 position: position(&d),
             }))
@@ -731,7 +750,8 @@ pub async fn get_authorization(
         }
     };
     principal.require_session(&h.session_id)?;
-    Ok(Json(hold_view(&h, asset.as_ref())))
+    let asset = asset.ok_or_else(|| ApiError::Internal(format!("the session of {hold} is missing")))?;
+    Ok(Json(hold_view(&h, &asset)))
 }
 
 pub async fn mark_settling(
@@ -781,14 +801,12 @@ pub async fn list_settling(
     let limit = page_limit(q.limit)?;
     barrier(&s).await?;
     let state = s.sm.read();
+    // A live hold's session always exists (sessions are never deleted).
     let items = state
         .ledger
         .settling_holds()
         .take(limit)
-        .map(|h| {
-            let asset = state.ledger.session(&h.session_id).map(|x| x.asset.clone());
-            hold_view(h, asset.as_ref())
-        })
+        .filter_map(|h| state.ledger.session(&h.session_id).map(|x| hold_view(h, &x.asset)))
         .collect();
     Ok(Json(Page {
         items,

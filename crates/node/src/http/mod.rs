@@ -216,3 +216,30 @@ pub(crate) async fn await_applied(state: &State<AppState>, index: u64, timeout: 
         .map(|_| ())
         .map_err(|_| ApiError::NoLeader)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    /// The routes `app` registers, read from this file's source.
+    fn routes_in_source() -> BTreeSet<String> {
+        let source = include_str!("mod.rs");
+        let app_source = source.split("#[cfg(test)]").next().unwrap_or(source);
+        app_source
+            .split(".route(")
+            .skip(1)
+            .filter_map(|rest| rest.trim_start().strip_prefix('"'))
+            .filter_map(|rest| rest.split('"').next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn openapi_documents_every_route_and_no_other() {
+        let doc: serde_json::Value = serde_json::from_str(include_str!("openapi.json")).expect("valid JSON");
+        let documented: BTreeSet<String> = doc["paths"].as_object().expect("paths").keys().cloned().collect();
+        let routes = routes_in_source();
+        assert!(routes.len() > 20, "found the routes: {routes:?}");
+        assert_eq!(documented, routes);
+    }
+}

@@ -87,11 +87,8 @@ pub fn context_input(c: Option<api::DecisionContext>) -> DecisionContext {
     }
 }
 
-pub fn hold_view(h: &Hold, asset: Option<&Asset>) -> AuthorizationView {
-    let fmt = |a: Amount| match asset {
-        Some(asset) => money(a, asset),
-        None => a.to_string(),
-    };
+pub fn hold_view(h: &Hold, asset: &Asset) -> AuthorizationView {
+    let fmt = |a: Amount| money(a, asset);
     AuthorizationView {
         id: h.id.to_string(),
         session_id: h.session_id.to_string(),
