@@ -304,8 +304,17 @@ pub enum ClusterCommand {
 }
 
 fn print<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
+    write_stdout(&format!("{}\n", serde_json::to_string_pretty(value)?))
+}
+
+/// Writes to stdout; a closed pipe (`| head`) ends quietly, not in a panic.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 pub async fn health(a: HealthArgs) -> anyhow::Result<()> {
@@ -455,7 +464,7 @@ pub async fn run(command: ApiCommand) -> anyhow::Result<()> {
             };
             match out {
                 Some(path) => std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?,
-                None => print!("{text}"),
+                None => write_stdout(&text)?,
             }
             Ok(())
         }

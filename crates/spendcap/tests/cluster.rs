@@ -258,7 +258,10 @@ async fn retry_with_the_same_key_through_another_node_after_a_leader_change() {
     let again = authorize_definitely(&clients[other..=other], 0, "retry", "10.00", "the-key".to_string()).await;
     assert_eq!(again.authorization_id, first.authorization_id);
     assert!(again.replayed);
-    assert_eq!(again.position, first.position, "a replay answers with the first decision's position");
+    assert_eq!(
+        again.position, first.position,
+        "a replay answers with the first decision's position"
+    );
     let view = clients[other].get_session("retry").await.expect("session");
     assert_eq!(view.held, "10.00", "one hold for one key");
 }
