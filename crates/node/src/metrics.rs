@@ -41,8 +41,18 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
+
 /// Sets the gauges that describe current state; called on each scrape.
-pub fn refresh(s: &AppState) {
+/// `committed` is the committed log index (read from Raft by the caller).
+pub fn refresh(s: &AppState, committed: Option<u64>) {
+    let process = PROCESS.get_or_init(|| {
+        let c = metrics_process::Collector::default();
+        c.describe();
+        c
+    });
+    process.collect();
+    metrics::gauge!(RAFT_COMMITTED_INDEX).set(committed.unwrap_or(0) as f64);
     let m = s.raft.metrics().borrow().clone();
     metrics::gauge!(RAFT_TERM).set(m.current_term as f64);
     metrics::gauge!(RAFT_LEADER_ID).set(m.current_leader.map(|l| l as f64).unwrap_or(-1.0));

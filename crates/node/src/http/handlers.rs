@@ -57,10 +57,31 @@ pub async fn readyz(State(s): State<AppState>) -> ApiResult<Json<Health>> {
 }
 
 pub async fn metrics(State(s): State<AppState>) -> Response {
-    crate::metrics::refresh(&s);
+    let committed = s.raft.with_raft_state(|st| st.committed.map(|l| l.index)).await.ok().flatten();
+    crate::metrics::refresh(&s, committed);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),
+    )
+        .into_response()
+}
+
+const CONSOLE: &str = include_str!("console.html");
+
+/// The read-only console: a self-contained page that asks for the admin
+/// token and reads the JSON API with it. The page itself holds no data.
+pub async fn console() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:",
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        CONSOLE,
     )
         .into_response()
 }

@@ -75,6 +75,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(handlers::readyz))
         .route("/metrics", get(handlers::metrics))
         .route("/v1/openapi.json", get(handlers::openapi))
+        .route("/console", get(handlers::console))
         .route("/v1/budgets", post(handlers::create_budget).get(handlers::list_budgets))
         .route(
             "/v1/budgets/{id}",
