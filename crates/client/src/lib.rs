@@ -298,6 +298,54 @@ impl Client {
             .map(|_| ())
     }
 
+    /// Downloads a backup of the node's state into `out`, calling
+    /// `progress(bytes_so_far, total)` as chunks arrive. Returns the size.
+    pub async fn backup_to(
+        &self,
+        out: &mut impl std::io::Write,
+        mut progress: impl FnMut(u64, Option<u64>),
+    ) -> Result<u64, ClientError> {
+        let mut request = self.http.get(format!("{}/v1/cluster/backup", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            let e: ErrorBody = serde_json::from_str(&text).unwrap_or(ErrorBody {
+                code: "unexpected".into(),
+                message: text,
+            });
+            return Err(ClientError::Api {
+                status: status.as_u16(),
+                code: e.code,
+                message: e.message,
+            });
+        }
+        let total = response.content_length();
+        let mut written = 0u64;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| ClientError::Unknown(e.to_string()))?
+        {
+            out.write_all(&chunk)
+                .map_err(|e| ClientError::Decode(format!("writing the backup: {e}")))?;
+            written += chunk.len() as u64;
+            progress(written, total);
+        }
+        if total.is_some_and(|t| t != written) {
+            return Err(ClientError::Decode(format!(
+                "backup truncated: {written} of {total:?} bytes"
+            )));
+        }
+        Ok(written)
+    }
+
     /// Any GET, raw (for the CLI and tests).
     pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
         self.send_raw::<()>(Method::GET, path, None).await

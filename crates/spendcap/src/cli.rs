@@ -30,7 +30,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    fn client(&self) -> anyhow::Result<Client> {
+    pub fn client(&self) -> anyhow::Result<Client> {
         let token = match &self.token {
             Some(t) => Some(t.clone()),
             None => std::fs::read_to_string(self.token_dir.join("admin-token"))
@@ -266,6 +266,22 @@ pub enum ReceiptsCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Check each x402 receipt's signature: rebuild the signed EIP-3009
+    /// authorization from the receipt and recover its signer, which must be
+    /// the receipt's wallet. Reads an export (JSONL or CSV) or the API.
+    Verify {
+        /// An export file (`receipts export`, either format); default: read
+        /// the API with the filters.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        filter: ReceiptFilterArgs,
+        /// Also fail on receipts that are not x402 receipts.
+        #[arg(long)]
+        strict: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 #[derive(Subcommand)]
@@ -468,6 +484,12 @@ pub async fn run(command: ApiCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        ApiCommand::Receipts(ReceiptsCommand::Verify {
+            file,
+            filter,
+            strict,
+            conn,
+        }) => verify_receipts(file, filter, strict, conn).await,
         ApiCommand::Cluster(ClusterCommand::Status { conn }) => print(&conn.client()?.cluster_status().await?),
         ApiCommand::Cluster(ClusterCommand::Digest { conn }) => print(&conn.client()?.cluster_digest().await?),
         ApiCommand::Cluster(ClusterCommand::AddLearner {
@@ -561,4 +583,68 @@ fn to_csv(jsonl: &str) -> anyhow::Result<String> {
         out.push('\n');
     }
     Ok(out)
+}
+
+/// `receipts verify`: one JSON line per receipt, a summary on stderr; fails
+/// when any receipt is invalid (or, with `--strict`, not an x402 receipt).
+async fn verify_receipts(
+    file: Option<PathBuf>,
+    filter: ReceiptFilterArgs,
+    strict: bool,
+    conn: Conn,
+) -> anyhow::Result<()> {
+    use gateway::receipt::{parse_export, verify_receipt, Verdict};
+    let text = match &file {
+        Some(path) => {
+            let q = filter.query();
+            if q.session_id.is_some()
+                || q.agent_id.is_some()
+                || q.tool.is_some()
+                || q.from_ms.is_some()
+                || q.to_ms.is_some()
+            {
+                bail!("the filters apply to the API; filter the export instead");
+            }
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        None => conn.client()?.export_receipts(&filter.query()).await?,
+    };
+    let receipts = parse_export(&text).map_err(|e| anyhow::anyhow!("reading the receipts: {e}"))?;
+    let (mut valid, mut invalid, mut other) = (0usize, 0usize, 0usize);
+    for r in &receipts {
+        let verdict = verify_receipt(r);
+        let detail = match &verdict {
+            Verdict::Valid => {
+                valid += 1;
+                None
+            }
+            Verdict::Invalid(why) => {
+                invalid += 1;
+                Some(why.clone())
+            }
+            Verdict::NotX402 => {
+                other += 1;
+                None
+            }
+        };
+        let line = serde_json::json!({
+            "id": r.id,
+            "result": verdict.as_str(),
+            "detail": detail,
+            "wallet_address": r.wallet_address,
+            "transaction_hash": r.transaction_hash,
+        });
+        println!("{line}");
+    }
+    eprintln!(
+        "{} receipts: {valid} valid, {invalid} invalid, {other} not x402",
+        receipts.len()
+    );
+    if invalid > 0 {
+        bail!("{invalid} receipt(s) failed verification");
+    }
+    if strict && other > 0 {
+        bail!("{other} receipt(s) are not x402 receipts (--strict)");
+    }
+    Ok(())
 }

@@ -1,6 +1,8 @@
 //! `spendcap`: the server (`serve`) and a CLI for its API.
 
+mod backup;
 mod cli;
+mod gateway_cmd;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -22,6 +24,13 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Exit 0 when the node at --api is ready (for container health checks).
     Health(cli::HealthArgs),
+    /// Write a consistent, checksummed backup of the cluster's state.
+    Backup(backup::BackupArgs),
+    /// Build a new node's data directory from a backup (offline).
+    Restore(backup::RestoreArgs),
+    /// Run the x402 gateway: agents fetch paid APIs through it, within
+    /// their session's caps.
+    Gateway(gateway_cmd::GatewayArgs),
     #[command(flatten)]
     Api(cli::ApiCommand),
 }
@@ -39,6 +48,9 @@ fn main() -> std::process::ExitCode {
         match args.command {
             Command::Serve(a) => serve::run(a).await,
             Command::Health(a) => cli::health(a).await,
+            Command::Backup(a) => backup::backup(a).await,
+            Command::Restore(a) => backup::restore(a),
+            Command::Gateway(a) => gateway_cmd::run(a).await,
             Command::Api(c) => cli::run(c).await,
         }
     });

@@ -24,6 +24,16 @@ fn write_err(e: impl Into<StoreError>) -> StorageError {
     StorageIOError::write_logs(&e.into()).into()
 }
 
+/// The Raft metadata of a node restored from a backup at `last`: the log is
+/// empty and purged up to `last`, committed there, and the vote is in
+/// `last`'s term so new elections go above it.
+pub(crate) fn restored_log_state(store: &Store, batch: &mut WriteBatch, last: LogId, node_id: NodeId) {
+    let raft = store.cf(CF_RAFT);
+    batch.put_cf(raft, KEY_LAST_PURGED, encode(&last));
+    batch.put_cf(raft, KEY_COMMITTED, encode(&Some(last)));
+    batch.put_cf(raft, KEY_VOTE, encode(&Vote::new(last.leader_id.term, node_id)));
+}
+
 /// The log half of the store. Clones share the database.
 #[derive(Clone)]
 pub struct LogStore {

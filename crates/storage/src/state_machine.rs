@@ -188,8 +188,9 @@ impl StateMachineStore {
         self.store.snapshot_dir().join(format!("{snapshot_id}.snap"))
     }
 
-    /// Builds a snapshot file from a point-in-time view of the database.
-    fn build_snapshot_file(store: &Store) -> Result<(SnapshotMeta, PathBuf), StoreError> {
+    /// Writes a snapshot of the state, from a point-in-time view of the
+    /// database, to `path` (synced); returns what it describes.
+    pub(crate) fn write_snapshot_to(store: &Store, path: &Path) -> Result<SnapshotMeta, StoreError> {
         // Make every state write so far durable before the log can be purged
         // up to this snapshot.
         store.sync_wal()?;
@@ -208,8 +209,7 @@ impl StateMachineStore {
             last_log_id: applied.last_applied,
             membership: applied.membership.clone(),
         };
-        let tmp = store.snapshot_dir().join(format!("building-{snapshot_id}"));
-        let file = fs::File::create(&tmp)?;
+        let file = fs::File::create(path)?;
         let mut w = SnapshotWriter::new(file, &header)?;
         for (cf, tag) in [(CF_STATE, TAG_STATE), (CF_HISTORY, TAG_HISTORY)] {
             for item in view.iterator_cf(store.cf(cf), IteratorMode::Start) {
@@ -219,16 +219,27 @@ impl StateMachineStore {
         }
         let file = w.finish()?;
         file.sync_all()?;
-        drop(file);
-        let path = store.snapshot_dir().join(format!("{snapshot_id}.snap"));
-        fs::rename(&tmp, &path)?;
-        sync_dir(&store.snapshot_dir())?;
-        let meta = SnapshotMeta {
+        Ok(SnapshotMeta {
             last_log_id: applied.last_applied,
             last_membership: applied.membership,
             snapshot_id,
-        };
+        })
+    }
+
+    /// Builds a snapshot file in the snapshot directory.
+    fn build_snapshot_file(store: &Store) -> Result<(SnapshotMeta, PathBuf), StoreError> {
+        let tmp = store.snapshot_dir().join(format!("building-{}", unix_nanos()));
+        let meta = Self::write_snapshot_to(store, &tmp)?;
+        let path = store.snapshot_dir().join(format!("{}.snap", meta.snapshot_id));
+        fs::rename(&tmp, &path)?;
+        sync_dir(&store.snapshot_dir())?;
         Ok((meta, path))
+    }
+
+    /// Writes a backup: a snapshot file of this node's state, not kept as
+    /// its Raft snapshot.
+    pub fn backup_to(&self, path: &Path) -> Result<SnapshotMeta, StoreError> {
+        Self::write_snapshot_to(&self.store, path)
     }
 
     /// Records `meta` as the current snapshot and deletes older files.
@@ -292,7 +303,7 @@ impl StateMachineStore {
     }
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
@@ -450,4 +461,96 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             snapshot: Box::new(file),
         }))
     }
+}
+
+/// What a backup holds, after its checksum was verified.
+#[derive(Clone, Debug)]
+pub struct BackupSummary {
+    pub snapshot_id: String,
+    pub last_log_id: Option<LogId>,
+    pub state_records: u64,
+    pub history_records: u64,
+    /// The ledger's state digest (what `/v1/cluster/digest` reports).
+    pub digest: [u8; 32],
+}
+
+/// Verifies a backup file and summarizes it.
+pub fn inspect_backup(path: &Path) -> Result<BackupSummary, StoreError> {
+    let (reader, _) = SnapshotReader::new(fs::File::open(path)?)?;
+    reader.verify()?;
+    let (mut reader, header) = SnapshotReader::new(fs::File::open(path)?)?;
+    let mut state = Vec::new();
+    let mut history_records = 0;
+    while let Some(frame) = reader.next_frame()? {
+        match frame.tag {
+            TAG_STATE => state.push((frame.key, frame.value)),
+            TAG_HISTORY => history_records += 1,
+            other => return Err(StoreError::Corrupt(format!("unexpected snapshot frame tag {other}"))),
+        }
+    }
+    let state_records = state.len() as u64;
+    let ledger = Ledger::from_records(state)?;
+    Ok(BackupSummary {
+        snapshot_id: header.snapshot_id,
+        last_log_id: header.last_log_id,
+        state_records,
+        history_records,
+        digest: ledger.digest(),
+    })
+}
+
+/// Builds a new node's data directory from a backup: the state and history
+/// at the backup's log id, a snapshot there with the *new* cluster's
+/// membership, the log purged up to it, and a vote in the backup's last
+/// term so the new cluster's terms continue above it. Start every node of
+/// the new cluster from the same backup with the same members.
+pub fn restore_backup(
+    backup: &Path,
+    data_dir: &Path,
+    node_id: crate::NodeId,
+    members: std::collections::BTreeMap<crate::NodeId, crate::NodeAddr>,
+) -> Result<BackupSummary, StoreError> {
+    if data_dir.join("db").exists() {
+        return Err(StoreError::Corrupt(format!(
+            "{} already holds a database; restore into an empty directory",
+            data_dir.display()
+        )));
+    }
+    if !members.contains_key(&node_id) {
+        return Err(StoreError::Corrupt(format!(
+            "node {node_id} is not among the new members"
+        )));
+    }
+    let summary = inspect_backup(backup)?;
+    let last = summary
+        .last_log_id
+        .ok_or_else(|| StoreError::Corrupt("the backup holds no applied entries".into()))?;
+    let store = crate::db::open(data_dir)?;
+    let (mut reader, _) = SnapshotReader::new(fs::File::open(backup)?)?;
+    let mut batch = WriteBatch::default();
+    while let Some(frame) = reader.next_frame()? {
+        let cf = if frame.tag == TAG_STATE { CF_STATE } else { CF_HISTORY };
+        batch.put_cf(store.cf(cf), &frame.key, &frame.value);
+    }
+    let voters: std::collections::BTreeSet<crate::NodeId> = members.keys().copied().collect();
+    let membership = openraft::Membership::new(vec![voters], members);
+    let applied = Applied {
+        last_applied: Some(last),
+        membership: StoredMembership::new(Some(last), membership),
+    };
+    batch.put_cf(store.cf(CF_APPLIED), KEY_APPLIED, encode(&applied));
+    crate::log_store::restored_log_state(&store, &mut batch, last, node_id);
+    store.write_synced(batch)?;
+    // A snapshot at the restored point, with the new membership, so nodes
+    // that join the new cluster later can be caught up.
+    let (meta, path) = StateMachineStore::build_snapshot_file(&store)?;
+    StateMachineStore::set_current_snapshot(&store, &meta, &path)?;
+    let restored = StateMachineStore::load(store)?;
+    let digest = restored.digest().1;
+    if digest != summary.digest {
+        return Err(StoreError::Corrupt(
+            "the restored state's digest differs from the backup's".into(),
+        ));
+    }
+    Ok(summary)
 }

@@ -57,7 +57,12 @@ pub async fn readyz(State(s): State<AppState>) -> ApiResult<Json<Health>> {
 }
 
 pub async fn metrics(State(s): State<AppState>) -> Response {
-    let committed = s.raft.with_raft_state(|st| st.committed.map(|l| l.index)).await.ok().flatten();
+    let committed = s
+        .raft
+        .with_raft_state(|st| st.committed.map(|l| l.index))
+        .await
+        .ok()
+        .flatten();
     crate::metrics::refresh(&s, committed);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -1099,4 +1104,58 @@ pub async fn trigger_snapshot(State(s): State<AppState>, principal: Principal) -
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(StatusCode::ACCEPTED.into_response())
+}
+
+/// A consistent, checksummed backup of this node's state (the snapshot
+/// file format), after catching up with the leader. Streamed; the file is
+/// unlinked as soon as it is open.
+pub async fn backup(State(s): State<AppState>, principal: Principal) -> ApiResult<Response> {
+    principal.require_admin()?;
+    barrier(&s).await?;
+    let sm = s.sm.clone();
+    let dir = sm.store().dir().join("backups");
+    let path = dir.join(format!("backup-{}-{}", s.node_id, crate::proposer::now_ms()));
+    let (meta, file, len) = tokio::task::spawn_blocking(move || -> Result<_, storage::StoreError> {
+        std::fs::create_dir_all(&dir)?;
+        let meta = sm.backup_to(&path)?;
+        let file = std::fs::File::open(&path)?;
+        let len = file.metadata()?.len();
+        std::fs::remove_file(&path)?;
+        Ok((meta, file, len))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let stream = tokio_util_stream(tokio::fs::File::from_std(file));
+    let mut response = Response::new(Body::from_stream(stream));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_LENGTH, header::HeaderValue::from(len));
+    if let Ok(v) = header::HeaderValue::from_str(&meta.snapshot_id) {
+        headers.insert("x-spendcap-snapshot-id", v);
+    }
+    Ok(response)
+}
+
+/// Reads a file as a stream of chunks.
+fn tokio_util_stream(
+    file: tokio::fs::File,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
+    use tokio::io::AsyncReadExt;
+    /// Bytes read from the backup file per chunk.
+    const CHUNK_BYTES: usize = 256 << 10;
+    futures::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buf = vec![0u8; CHUNK_BYTES];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(bytes::Bytes::from(buf)), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    })
 }

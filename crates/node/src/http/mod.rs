@@ -104,6 +104,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/cluster/learners", post(handlers::add_learner))
         .route("/v1/cluster/membership", post(handlers::change_membership))
         .route("/v1/cluster/snapshot", post(handlers::trigger_snapshot))
+        .route("/v1/cluster/backup", get(handlers::backup))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(middleware::from_fn(record_metrics))

@@ -59,12 +59,52 @@ pub struct Cluster {
     pub nodes: Vec<NodeProc>,
     members: String,
     extra: Vec<String>,
-    _dir: tempfile::TempDir,
+    pub rust_log: String,
+    dir: tempfile::TempDir,
 }
 
 impl Cluster {
     /// Starts `n` nodes forming one cluster and waits until all are ready.
     pub async fn start(n: usize, extra: &[&str]) -> Cluster {
+        let mut cluster = Cluster::prepare(n, extra);
+        cluster.start_all().await;
+        cluster
+    }
+
+    /// Starts every node and waits until all are ready.
+    pub async fn start_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.spawn(i);
+        }
+        for i in 0..self.nodes.len() {
+            self.wait_ready(i).await;
+        }
+    }
+
+    /// The `--initial-members` value of this cluster.
+    pub fn members(&self) -> &str {
+        &self.members
+    }
+
+    /// Adds a node that joins (does not initialize) and starts it; returns
+    /// its index. Add it to the cluster through the API.
+    pub fn add_joining_node(&mut self) -> usize {
+        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        self.nodes.push(NodeProc {
+            id,
+            api_port: free_port(),
+            raft_port: free_port(),
+            data_dir: self.dir.path().join(format!("node{id}")),
+            log: self.dir.path().join(format!("node{id}.log")),
+            child: None,
+        });
+        let i = self.nodes.len() - 1;
+        self.spawn_with(i, &["--join"]);
+        i
+    }
+
+    /// Allocates ports and directories for `n` nodes without starting them.
+    pub fn prepare(n: usize, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut nodes = Vec::new();
         for i in 0..n {
@@ -83,23 +123,21 @@ impl Cluster {
             .map(|n| format!("{}=127.0.0.1:{}/127.0.0.1:{}", n.id, n.raft_port, n.api_port))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster = Cluster {
+        Cluster {
             nodes,
             members,
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            _dir: dir,
-        };
-        for i in 0..n {
-            cluster.spawn(i);
+            rust_log: "info,openraft=warn".into(),
+            dir,
         }
-        for i in 0..n {
-            cluster.wait_ready(i).await;
-        }
-        cluster
     }
 
     /// Starts node `i` (again).
     pub fn spawn(&mut self, i: usize) {
+        self.spawn_with(i, &[]);
+    }
+
+    fn spawn_with(&mut self, i: usize, more: &[&str]) {
         let node = &mut self.nodes[i];
         assert!(node.child.is_none(), "node {} already running", node.id);
         let log = std::fs::OpenOptions::new()
@@ -116,7 +154,8 @@ impl Cluster {
             .args(["--initial-members", &self.members])
             .args(["--admin-token", ADMIN_TOKEN])
             .args(&self.extra)
-            .env("RUST_LOG", "info,openraft=warn")
+            .args(more)
+            .env("RUST_LOG", &self.rust_log)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
