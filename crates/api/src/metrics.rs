@@ -52,6 +52,9 @@ pub const RAFT_LEADER_CHANGES_TOTAL: &str = "spendcap_raft_leader_changes_total"
 pub const RAFT_RPC_DURATION_SECONDS: &str = "spendcap_raft_rpc_duration_seconds";
 pub const RAFT_RPC_ERRORS_TOTAL: &str = "spendcap_raft_rpc_errors_total";
 
+// Build
+pub const BUILD_INFO: &str = "spendcap_build_info";
+
 // Storage
 pub const STORAGE_FSYNC_DURATION_SECONDS: &str = "spendcap_storage_fsync_duration_seconds";
 pub const STORAGE_APPLY_DURATION_SECONDS: &str = "spendcap_storage_apply_duration_seconds";

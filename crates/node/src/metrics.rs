@@ -19,7 +19,7 @@ const BATCH_BUCKETS: &[f64] = &[
 ];
 /// Labelled gauges not refreshed for this long are dropped (a budget that
 /// left the top list).
-const GAUGE_IDLE: Duration = Duration::from_secs(300);
+const GAUGE_IDLE: Duration = Duration::from_secs(30);
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -43,6 +43,77 @@ pub fn install() -> PrometheusHandle {
 
 static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
 
+/// Creates every fixed counter series at zero, so the first event shows
+/// up in `rate()` and `increase()`.
+pub fn register_zeros() {
+    metrics::counter!(DECISIONS_TOTAL, "outcome" => "approved", "reason" => "none").increment(0);
+    for reason in [
+        "session_cap",
+        "tool_cap",
+        "budget_cap",
+        "session_expired",
+        "session_revoked",
+        "unknown_session",
+    ] {
+        metrics::counter!(DECISIONS_TOTAL, "outcome" => "denied", "reason" => reason).increment(0);
+    }
+    for name in [
+        CAPTURES_TOTAL,
+        VOIDS_TOTAL,
+        OUTCOMES_UNKNOWN_TOTAL,
+        HOLD_EXPIRIES_TOTAL,
+        APPLIED_COMMANDS_TOTAL,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for kind in ["read", "write"] {
+        metrics::counter!(FORWARDED_REQUESTS_TOTAL, "kind" => kind).increment(0);
+    }
+    for kind in ["build", "install"] {
+        metrics::counter!(RAFT_SNAPSHOTS_TOTAL, "kind" => kind).increment(0);
+    }
+    for name in [RAFT_PURGES_TOTAL, RAFT_ELECTIONS_TOTAL, RAFT_LEADER_CHANGES_TOTAL] {
+        metrics::counter!(name).increment(0);
+    }
+    for rpc in ["append", "vote", "snapshot", "propose", "read-index"] {
+        metrics::counter!(RAFT_RPC_ERRORS_TOTAL, "rpc" => rpc).increment(0);
+    }
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// How full a cap is, in parts per million (a zero cap with anything
+/// committed counts as full).
+fn fullness(committed: ledger::Amount, cap: ledger::Amount) -> u128 {
+    if cap.is_zero() {
+        return if committed.is_zero() { 0 } else { 1_000_000 };
+    }
+    committed.units().saturating_mul(1_000_000) / cap.units()
+}
+
+/// The `n` largest items by `key`, in descending order, without sorting
+/// everything.
+fn top_by<T, K: Ord + Copy>(mut items: Vec<T>, n: usize, key: impl Fn(&T) -> K) -> Vec<T> {
+    if items.len() > n && n > 0 {
+        items.select_nth_unstable_by(n - 1, |a, b| key(b).cmp(&key(a)));
+        items.truncate(n);
+    } else if n == 0 {
+        items.clear();
+    }
+    items.sort_by(|a, b| key(b).cmp(&key(a)));
+    items
+}
+
+/// One labelled cap gauge set, copied out of the state.
+struct CapRow {
+    id: String,
+    asset: String,
+    fullness: u128,
+    committed: ledger::Amount,
+    cap: ledger::Amount,
+    spent: ledger::Amount,
+    held: ledger::Amount,
+}
+
 /// Sets the gauges that describe current state; called on each scrape.
 /// `committed` is the committed log index (read from Raft by the caller).
 pub fn refresh(s: &AppState, committed: Option<u64>) {
@@ -59,39 +130,77 @@ pub fn refresh(s: &AppState, committed: Option<u64>) {
     metrics::gauge!(RAFT_IS_LEADER).set(if m.state == ServerState::Leader { 1.0 } else { 0.0 });
     metrics::gauge!(RAFT_LAST_LOG_INDEX).set(m.last_log_index.unwrap_or(0) as f64);
     metrics::gauge!(RAFT_APPLIED_INDEX).set(m.last_applied.map(|l| l.index).unwrap_or(0) as f64);
-    if let Some(replication) = &m.replication {
+    metrics::gauge!(PROPOSALS_QUEUED).set(s.proposer.queued() as f64);
+    // Only the leader knows the lag; a former leader's series go stale and
+    // are dropped after the idle timeout.
+    if let (Some(replication), ServerState::Leader) = (&m.replication, m.state) {
         let last = m.last_log_index.unwrap_or(0);
-        for (follower, matched) in replication {
+        for (follower, matched) in replication.iter().filter(|(id, _)| **id != m.id) {
             let lag = last.saturating_sub(matched.map(|l| l.index).unwrap_or(0));
             metrics::gauge!(RAFT_REPLICATION_LAG_ENTRIES, "follower" => follower.to_string()).set(lag as f64);
         }
     }
     metrics::gauge!(STORAGE_ROCKSDB_SIZE_BYTES).set(s.sm.store().size_bytes() as f64);
 
-    let state = s.sm.read();
-    let ledger = &state.ledger;
-    let (budgets, sessions, holds, keys) = ledger.counts();
-    metrics::gauge!(LEDGER_BUDGETS).set(budgets as f64);
-    metrics::gauge!(LEDGER_SESSIONS).set(sessions as f64);
+    // Copy the few numbers needed out of the state, then set gauges
+    // without holding the lock.
+    let (counts, budgets, sessions) = {
+        let state = s.sm.read();
+        let ledger = &state.ledger;
+        let budgets: Vec<CapRow> = ledger
+            .budgets(None, usize::MAX)
+            .into_iter()
+            .map(|b| CapRow {
+                id: b.id.to_string(),
+                asset: b.asset.code.to_string(),
+                fullness: fullness(b.limit.usage.committed(), b.limit.cap),
+                committed: b.limit.usage.committed(),
+                cap: b.limit.cap,
+                spent: b.limit.usage.spent,
+                held: b.limit.usage.held,
+            })
+            .collect();
+        // Sessions can be many: rank references, copy only the top.
+        let ranked = top_by(ledger.sessions(None, usize::MAX), s.limits.metrics_sessions_max, |x| {
+            (
+                fullness(x.limit.usage.committed(), x.limit.cap),
+                x.limit.usage.committed(),
+            )
+        });
+        let sessions: Vec<CapRow> = ranked
+            .into_iter()
+            .map(|x| CapRow {
+                id: x.id.to_string(),
+                asset: x.asset.code.to_string(),
+                fullness: fullness(x.limit.usage.committed(), x.limit.cap),
+                committed: x.limit.usage.committed(),
+                cap: x.limit.cap,
+                spent: x.limit.usage.spent,
+                held: x.limit.usage.held,
+            })
+            .collect();
+        (ledger.counts(), budgets, sessions)
+    };
+    let (budget_count, session_count, holds, keys) = counts;
+    metrics::gauge!(LEDGER_BUDGETS).set(budget_count as f64);
+    metrics::gauge!(LEDGER_SESSIONS).set(session_count as f64);
     metrics::gauge!(LEDGER_LIVE_HOLDS).set(holds as f64);
     metrics::gauge!(LEDGER_IDEMPOTENCY_KEYS).set(keys as f64);
 
-    // Top budgets and sessions by what they have committed, bounded.
-    let mut top_budgets: Vec<_> = ledger.budgets(None, usize::MAX);
-    top_budgets.sort_by_key(|b| std::cmp::Reverse(b.limit.usage.committed()));
-    for b in top_budgets.into_iter().take(s.limits.metrics_budgets_max) {
-        let labels = [("budget", b.id.to_string()), ("asset", b.asset.code.to_string())];
-        metrics::gauge!(BUDGET_CAP_UNITS, &labels).set(b.limit.cap.units() as f64);
-        metrics::gauge!(BUDGET_SPENT_UNITS, &labels).set(b.limit.usage.spent.units() as f64);
-        metrics::gauge!(BUDGET_HELD_UNITS, &labels).set(b.limit.usage.held.units() as f64);
+    // The fullest budgets and sessions (by share of cap used, then by
+    // amount), at most the configured number of each.
+    let budgets = top_by(budgets, s.limits.metrics_budgets_max, |r| (r.fullness, r.committed));
+    for r in &budgets {
+        let labels = [("budget", r.id.clone()), ("asset", r.asset.clone())];
+        metrics::gauge!(BUDGET_CAP_UNITS, &labels).set(r.cap.units() as f64);
+        metrics::gauge!(BUDGET_SPENT_UNITS, &labels).set(r.spent.units() as f64);
+        metrics::gauge!(BUDGET_HELD_UNITS, &labels).set(r.held.units() as f64);
     }
-    let mut top_sessions: Vec<_> = ledger.sessions(None, usize::MAX);
-    top_sessions.sort_by_key(|x| std::cmp::Reverse(x.limit.usage.committed()));
-    for x in top_sessions.into_iter().take(s.limits.metrics_sessions_max) {
-        let labels = [("session", x.id.to_string()), ("asset", x.asset.code.to_string())];
-        metrics::gauge!(SESSION_CAP_UNITS, &labels).set(x.limit.cap.units() as f64);
-        metrics::gauge!(SESSION_SPENT_UNITS, &labels).set(x.limit.usage.spent.units() as f64);
-        metrics::gauge!(SESSION_HELD_UNITS, &labels).set(x.limit.usage.held.units() as f64);
+    for r in &sessions {
+        let labels = [("session", r.id.clone()), ("asset", r.asset.clone())];
+        metrics::gauge!(SESSION_CAP_UNITS, &labels).set(r.cap.units() as f64);
+        metrics::gauge!(SESSION_SPENT_UNITS, &labels).set(r.spent.units() as f64);
+        metrics::gauge!(SESSION_HELD_UNITS, &labels).set(r.held.units() as f64);
     }
 }
 

@@ -93,6 +93,7 @@ impl Node {
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
         crate::metrics::watch_raft(raft.clone());
+        crate::metrics::register_zeros();
 
         let raft_listener = listen(config.raft_listen).await?;
         let api_listener = listen(config.api_listen).await?;

@@ -126,6 +126,11 @@ impl Proposer {
         Proposer { tx, router }
     }
 
+    /// Commands waiting for a batch.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// Decides one command, batched with whatever else is waiting.
     pub async fn propose(&self, command: Command, timeout: Duration) -> Result<Decided, ProposeError> {
         let deadline = Instant::now() + timeout;
@@ -140,7 +145,6 @@ impl Proposer {
             Err(mpsc::error::TrySendError::Full(_)) => return Err(ProposeError::Overloaded),
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(ProposeError::ShuttingDown),
         }
-        metrics::gauge!(api::metrics::PROPOSALS_QUEUED).set((self.tx.max_capacity() - self.tx.capacity()) as f64);
         match tokio::time::timeout_at(deadline.into(), rx).await {
             Ok(Ok(result)) => result,
             // The batch task ended without answering: the node is stopping

@@ -77,6 +77,12 @@ pub struct ServeArgs {
     request_body_bytes_max: usize,
     #[arg(long, env = "SPENDCAP_REQUESTS_IN_FLIGHT_MAX", default_value_t = 4096)]
     requests_in_flight_max: usize,
+    /// Budgets exported as labelled gauges (the fullest first).
+    #[arg(long, env = "SPENDCAP_METRICS_BUDGETS_MAX", default_value_t = 50)]
+    metrics_budgets_max: usize,
+    /// Sessions exported as labelled gauges (the fullest first).
+    #[arg(long, env = "SPENDCAP_METRICS_SESSIONS_MAX", default_value_t = 50)]
+    metrics_sessions_max: usize,
 }
 
 fn init_logs(format: LogFormat) {
@@ -100,6 +106,8 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         batch_commands_max: a.batch_commands_max,
         batch_linger: Duration::from_micros(a.batch_linger_us),
         batches_in_flight_max: a.batches_in_flight_max,
+        metrics_budgets_max: a.metrics_budgets_max,
+        metrics_sessions_max: a.metrics_sessions_max,
         ..Limits::default()
     };
     let raft = RaftTuning {

@@ -318,7 +318,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         .await
         .map_err(|e| snap_write(StoreError::Io(std::io::Error::other(e))))?
         .map_err(snap_write)?;
-        metrics::counter!(api::metrics::RAFT_SNAPSHOTS_TOTAL).increment(1);
+        metrics::counter!(api::metrics::RAFT_SNAPSHOTS_TOTAL, "kind" => "build").increment(1);
         let file = tokio::fs::File::open(&path).await.map_err(snap_read)?;
         Ok(Snapshot {
             meta,
@@ -446,6 +446,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         .await
         .map_err(|e| snap_write(StoreError::Io(std::io::Error::other(e))))?
         .map_err(snap_write)?;
+        metrics::counter!(api::metrics::RAFT_SNAPSHOTS_TOTAL, "kind" => "install").increment(1);
         tracing::info!(snapshot = %meta.snapshot_id, last_log_id = ?meta.last_log_id, "installed snapshot");
         Ok(())
     }

@@ -81,7 +81,8 @@ pub async fn console() -> Response {
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
             (
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:",
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; \
+                 img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
             ),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
             (header::REFERRER_POLICY, "no-referrer"),
@@ -536,7 +537,7 @@ async fn decision(s: &AppState, session: &SessionId, d: &Decided) -> ApiResult<D
             out.replayed = *replayed;
             ::metrics::counter!(api::metrics::DECISIONS_TOTAL, "outcome" => "approved", "reason" => "none")
                 .increment(1);
-            if let Some(asset) = &asset {
+            if let (Some(asset), false) = (&asset, *replayed) {
                 ::metrics::counter!(api::metrics::AUTHORIZED_UNITS_TOTAL, "asset" => asset.code.to_string())
                     .increment(u64::try_from(approval.amount.units()).unwrap_or(u64::MAX));
             }
@@ -583,6 +584,18 @@ pub async fn authorize(
     ApiJson(req): ApiJson<AuthorizeRequest>,
 ) -> ApiResult<Json<Decision>> {
     let started = Instant::now();
+    let result = authorize_inner(s, principal, id, req).await;
+    let outcome = match &result {
+        Ok(d) if d.decision == "approved" => "approved",
+        Ok(_) => "denied",
+        Err(_) => "error",
+    };
+    ::metrics::histogram!(api::metrics::AUTHORIZE_DURATION_SECONDS, "outcome" => outcome)
+        .record(started.elapsed().as_secs_f64());
+    result.map(Json)
+}
+
+async fn authorize_inner(s: AppState, principal: Principal, id: String, req: AuthorizeRequest) -> ApiResult<Decision> {
     let session = session_id(&id)?;
     principal.require_session(&session)?;
     let command = authorize_command(
@@ -598,13 +611,11 @@ pub async fn authorize(
     #[cfg(feature = "fault-injection")]
     if crate::fault::local_decide_enabled() {
         if let Some(d) = crate::fault::local_decide(&s, &command) {
-            return Ok(Json(decision(&s, &session, &d).await?));
+            return decision(&s, &session, &d).await;
         }
     }
     let d = s.proposer.propose(command, s.limits.write_timeout).await?;
-    let out = decision(&s, &session, &d).await?;
-    ::metrics::histogram!(api::metrics::AUTHORIZE_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
-    Ok(Json(out))
+    decision(&s, &session, &d).await
 }
 
 pub async fn batch_authorize(
@@ -694,8 +705,10 @@ pub async fn capture(
             let session = hold_session(&s, hold, d.log_index).await?;
             let asset = session_asset(&s, &session, d.log_index).await?;
             let fmt = |a: ledger::Amount| money(a, &asset);
-            ::metrics::counter!(api::metrics::CAPTURED_UNITS_TOTAL, "asset" => asset.code.to_string())
-                .increment(u64::try_from(captured.captured.units()).unwrap_or(u64::MAX));
+            if !replayed {
+                ::metrics::counter!(api::metrics::CAPTURED_UNITS_TOTAL, "asset" => asset.code.to_string())
+                    .increment(u64::try_from(captured.captured.units()).unwrap_or(u64::MAX));
+            }
             Ok(Json(CaptureResponse {
                 authorization_id: hold.to_string(),
                 receipt_id: captured.receipt_id.to_string(),

@@ -201,6 +201,7 @@ async fn overload_or_timeout(err: BoxError) -> Response {
     if err.is::<tower::load_shed::error::Overloaded>() {
         ApiError::Overloaded.into_response()
     } else if err.is::<tower::timeout::error::Elapsed>() {
+        metrics::counter!(api::metrics::OUTCOMES_UNKNOWN_TOTAL).increment(1);
         ApiError::OutcomeUnknown("the request took longer than the request timeout".into()).into_response()
     } else {
         ApiError::Internal(err.to_string()).into_response()

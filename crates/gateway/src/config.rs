@@ -1,0 +1,268 @@
+//! The gateway's configuration: which (network, token) pairs it pays with,
+//! the per-payment maximum, and every limit by name.
+
+use std::time::Duration;
+
+use x402::exact_evm::{parse_evm_address, BASE_SEPOLIA_USDC};
+use x402::{Address, Network, X402Version};
+
+/// Named limits for bodies, waits and retries.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest `POST /v1/fetch` body the gateway reads.
+    pub request_body_bytes_max: usize,
+    /// Largest upstream response body relayed to the agent.
+    pub response_body_bytes_max: usize,
+    /// Most headers an agent may ask the gateway to send upstream.
+    pub upstream_headers_max: usize,
+    /// Longest target URL (the ledger keeps at most this much of a
+    /// receipt's resource URL).
+    pub url_bytes_max: usize,
+    /// One upstream exchange (request sent → whole body read). After a
+    /// payment was sent, running out of it means "outcome unknown".
+    pub upstream_timeout: Duration,
+    pub upstream_connect_timeout: Duration,
+    /// One call to a ledger node.
+    pub ledger_timeout: Duration,
+    /// Tries of one ledger call when the answer was "nothing applied" or
+    /// "unknown" (the retry reuses the idempotency key or reference).
+    pub ledger_attempts_max: u32,
+    /// First pause between ledger tries; doubles each time.
+    pub ledger_retry_pause: Duration,
+    /// Requests served at once before the gateway sheds load (503).
+    pub requests_in_flight_max: usize,
+    /// Whole-request deadline for the agent (a safety net: a payment in
+    /// flight keeps running to its end in the background).
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            request_body_bytes_max: 1 << 20,
+            response_body_bytes_max: 8 << 20,
+            upstream_headers_max: 64,
+            url_bytes_max: 2048,
+            upstream_timeout: Duration::from_secs(30),
+            upstream_connect_timeout: Duration::from_secs(5),
+            ledger_timeout: Duration::from_secs(10),
+            ledger_attempts_max: 5,
+            ledger_retry_pause: Duration::from_millis(100),
+            requests_in_flight_max: 1024,
+            request_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A token the gateway may pay with, and the ledger asset it is counted in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AllowedAsset {
+    pub network: Network,
+    /// The token contract (EIP-712 verifying contract).
+    pub contract: Address,
+    /// The ledger's asset code a session must have to pay with this token
+    /// (`USDC`): amounts are then the same atomic units on both sides.
+    pub code: String,
+    pub decimals: u8,
+    /// The largest single payment, in atomic units of this token.
+    pub payment_max_atomic: u128,
+}
+
+impl AllowedAsset {
+    /// Base Sepolia USDC (6 decimals), counted as the ledger's `USDC`.
+    pub fn base_sepolia_usdc(payment_max_atomic: u128) -> Self {
+        AllowedAsset {
+            network: Network::BaseSepolia,
+            contract: BASE_SEPOLIA_USDC,
+            code: "USDC".into(),
+            decimals: 6,
+            payment_max_atomic,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Ledger API base URLs (`http://127.0.0.1:7700`); calls move on to the
+    /// next one when a node cannot be reached.
+    pub ledger_urls: Vec<String>,
+    /// What the gateway pays with; anything else is refused.
+    pub assets: Vec<AllowedAsset>,
+    /// Lifetime of a hold before it is pinned (it is pinned right after it is
+    /// granted, before anything is signed, so this only matters when the
+    /// gateway dies in between).
+    pub hold_seconds: u64,
+    pub limits: Limits,
+}
+
+impl GatewayConfig {
+    pub fn new(ledger_urls: Vec<String>, assets: Vec<AllowedAsset>) -> Self {
+        GatewayConfig {
+            ledger_urls,
+            assets,
+            hold_seconds: HOLD_SECONDS_DEFAULT,
+            limits: Limits::default(),
+        }
+    }
+
+    /// Checks what a running gateway relies on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.ledger_urls.is_empty() {
+            return Err(ConfigError::new("at least one ledger URL is needed"));
+        }
+        for url in &self.ledger_urls {
+            let parsed = reqwest::Url::parse(url).map_err(|e| ConfigError::new(format!("ledger URL {url:?}: {e}")))?;
+            if parsed.scheme() != "http" {
+                return Err(ConfigError::new(format!(
+                    "ledger URL {url:?}: only http:// is supported"
+                )));
+            }
+        }
+        if self.assets.is_empty() {
+            return Err(ConfigError::new("at least one allowed (network, asset) pair is needed"));
+        }
+        if self.hold_seconds == 0 || self.hold_seconds > 3600 {
+            return Err(ConfigError::new("hold_seconds must be between 1 and 3600"));
+        }
+        if self.limits.ledger_attempts_max == 0 {
+            return Err(ConfigError::new("ledger_attempts_max must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Hold lifetime before pinning, unless configured.
+pub const HOLD_SECONDS_DEFAULT: u64 = 60;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl ConfigError {
+    pub fn new(message: impl Into<String>) -> Self {
+        ConfigError(message.into())
+    }
+}
+
+/// Parses a network written as a v1 name (`base-sepolia`) or CAIP-2
+/// (`eip155:84532`).
+pub fn parse_network(text: &str) -> Option<Network> {
+    Network::from_wire(text, X402Version::V1).or_else(|| Network::from_wire(text, X402Version::V2))
+}
+
+/// Parses `NETWORK/CONTRACT/CODE/DECIMALS`, e.g.
+/// `base-sepolia/0x036CbD53842c5426634e7929541eC2318f3dCF7e/USDC/6`; the
+/// per-payment maximum is given separately, as a decimal.
+pub fn parse_asset(text: &str, payment_max: &str) -> Result<AllowedAsset, ConfigError> {
+    let parts: Vec<&str> = text.split('/').map(str::trim).collect();
+    let [network, contract, code, decimals] = parts.as_slice() else {
+        return Err(ConfigError::new(format!(
+            "asset {text:?} is not NETWORK/CONTRACT/CODE/DECIMALS"
+        )));
+    };
+    let network = parse_network(network).ok_or_else(|| ConfigError::new(format!("unknown network {network:?}")))?;
+    let contract =
+        parse_evm_address(contract).ok_or_else(|| ConfigError::new(format!("{contract:?} is not an EVM address")))?;
+    if code.is_empty() || code.len() > 16 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(ConfigError::new(format!(
+            "asset code {code:?} must be 1 to 16 letters or digits"
+        )));
+    }
+    let decimals: u8 = decimals
+        .parse()
+        .ok()
+        .filter(|d| *d <= 30)
+        .ok_or_else(|| ConfigError::new(format!("decimals {decimals:?} must be 0 to 30")))?;
+    Ok(AllowedAsset {
+        network,
+        contract,
+        code: code.to_string(),
+        decimals,
+        payment_max_atomic: decimal_to_atomic(payment_max, decimals)?,
+    })
+}
+
+/// `"10.5"` with 6 decimals → `10_500_000`. No signs, no exponents, no more
+/// fraction digits than `decimals`.
+pub fn decimal_to_atomic(text: &str, decimals: u8) -> Result<u128, ConfigError> {
+    let bad = || {
+        ConfigError::new(format!(
+            "{text:?} is not a decimal amount with at most {decimals} decimals"
+        ))
+    };
+    let (whole, fraction) = match text.split_once('.') {
+        Some((w, f)) => (w, f),
+        None => (text, ""),
+    };
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    if fraction.len() > decimals as usize || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    if text.ends_with('.') {
+        return Err(bad());
+    }
+    let scale = 10u128.checked_pow(u32::from(decimals)).ok_or_else(bad)?;
+    let whole: u128 = whole.parse().map_err(|_| bad())?;
+    let mut fraction_units: u128 = 0;
+    for (i, digit) in fraction.bytes().enumerate() {
+        let place = 10u128.pow(u32::from(decimals) - 1 - i as u32);
+        fraction_units += u128::from(digit - b'0') * place;
+    }
+    whole
+        .checked_mul(scale)
+        .and_then(|w| w.checked_add(fraction_units))
+        .ok_or_else(bad)
+}
+
+/// `10_500_000` with 6 decimals → `"10.50"` (at least two fraction digits,
+/// trailing zeros beyond them dropped).
+pub fn atomic_to_decimal(units: u128, decimals: u8) -> String {
+    if decimals == 0 {
+        return units.to_string();
+    }
+    let scale = 10u128.pow(u32::from(decimals));
+    let mut fraction = format!("{:0width$}", units % scale, width = decimals as usize);
+    while fraction.len() > 2 && fraction.ends_with('0') {
+        fraction.pop();
+    }
+    format!("{}.{fraction}", units / scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_convert_both_ways() {
+        assert_eq!(decimal_to_atomic("10", 6).unwrap(), 10_000_000);
+        assert_eq!(decimal_to_atomic("10.5", 6).unwrap(), 10_500_000);
+        assert_eq!(decimal_to_atomic("0.000001", 6).unwrap(), 1);
+        assert!(decimal_to_atomic("0.0000001", 6).is_err());
+        assert!(decimal_to_atomic("-1", 6).is_err());
+        assert!(decimal_to_atomic("1.", 6).is_err());
+        assert!(decimal_to_atomic(".5", 6).is_err());
+        assert!(decimal_to_atomic("1e3", 6).is_err());
+        assert!(decimal_to_atomic("340282366920938463463374607431768211455", 6).is_err());
+        assert_eq!(atomic_to_decimal(10_000_000, 6), "10.00");
+        assert_eq!(atomic_to_decimal(10_500_001, 6), "10.500001");
+        assert_eq!(atomic_to_decimal(7, 0), "7");
+    }
+
+    #[test]
+    fn assets_parse() {
+        let a = parse_asset(
+            "base-sepolia/0x036CbD53842c5426634e7929541eC2318f3dCF7e/USDC/6",
+            "10.00",
+        )
+        .unwrap();
+        assert_eq!(a, AllowedAsset::base_sepolia_usdc(10_000_000));
+        let b = parse_asset("eip155:8453/0x833589fcd6edb6e08f4c7c32d4f71b54bda02913/USDC/6", "1").unwrap();
+        assert_eq!(b.network, Network::Base);
+        assert!(parse_asset("base-sepolia/0x036C/USDC/6", "1").is_err());
+        assert!(parse_asset("mars/0x036CbD53842c5426634e7929541eC2318f3dCF7e/USDC/6", "1").is_err());
+        assert!(parse_asset("base-sepolia/0x036CbD53842c5426634e7929541eC2318f3dCF7e/USDC", "1").is_err());
+        assert!(parse_asset("base-sepolia/0x036CbD53842c5426634e7929541eC2318f3dCF7e/US DC/6", "1").is_err());
+    }
+}

@@ -1,0 +1,117 @@
+//! Payment nonces and the ledger keys derived from them.
+//!
+//! **Choice: the EIP-3009 nonce is deterministic in the agent's idempotency
+//! key.** `nonce = keccak256("spendcap-gateway/x402-nonce/v1", session id,
+//! wallet, agent key)` (each part length-prefixed). Every ledger key of the
+//! payment is derived from the nonce, so a retried agent request:
+//!
+//! * authorizes with the same ledger key and gets the *first* hold back
+//!   (the ledger is the persistent, replicated record; the gateway keeps
+//!   none of its own, so a restarted or second gateway instance behaves the
+//!   same);
+//! * reads that hold's state: captured → `already_paid`; voided or expired
+//!   → `previous_attempt_failed`; pinned (`settling`) → `payment_pending`,
+//!   and nothing new is signed;
+//! * and even if something signed again, it could only sign the *same*
+//!   nonce, which the token contract accepts once per wallet: a second
+//!   transfer is impossible on chain too.
+//!
+//! Requests without a key get a random nonce: each is a new payment.
+//!
+//! The nonce is public once used (it is on chain), and reveals nothing: the
+//! hash input holds the session id, which outsiders do not know, and no
+//! secret is needed to make it unique.
+
+use x402::{Address, Network, B256};
+
+const NONCE_DOMAIN: &[u8] = b"spendcap-gateway/x402-nonce/v1";
+
+/// The nonce for a keyed request.
+pub fn derive_nonce(session_id: &str, wallet: Address, agent_key: &str) -> B256 {
+    let mut input = Vec::with_capacity(NONCE_DOMAIN.len() + session_id.len() + agent_key.len() + 40);
+    for part in [
+        NONCE_DOMAIN,
+        session_id.as_bytes(),
+        wallet.as_slice(),
+        agent_key.as_bytes(),
+    ] {
+        input.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        input.extend_from_slice(part);
+    }
+    alloy_primitives::keccak256(&input)
+}
+
+/// A fresh nonce for a request without an idempotency key.
+pub fn random_nonce() -> B256 {
+    B256::from(rand::random::<[u8; 32]>())
+}
+
+fn nonce_hex(nonce: B256) -> String {
+    hex::encode(nonce.as_slice())
+}
+
+/// The ledger idempotency key of the authorization (hold).
+pub fn authorize_key(nonce: B256) -> String {
+    format!("x402:{}", nonce_hex(nonce))
+}
+
+/// The ledger idempotency key of the capture.
+pub fn capture_key(nonce: B256) -> String {
+    format!("x402-capture:{}", nonce_hex(nonce))
+}
+
+/// The ledger idempotency key of the void.
+pub fn void_key(nonce: B256) -> String {
+    format!("x402-void:{}", nonce_hex(nonce))
+}
+
+/// The reference a hold is pinned with before its payment is sent:
+/// `x402:<caip2>:<token>:<wallet>:<nonce>:<attempt>`. It carries what a
+/// reconciler needs to ask the chain whether the payment happened (the
+/// token's `authorizationState(wallet, nonce)`), and a per-attempt part so
+/// two attempts can never both own the hold: the ledger refuses a second
+/// pin with a different reference.
+pub fn settling_reference(network: Network, token: Address, wallet: Address, nonce: B256, attempt: u64) -> String {
+    format!(
+        "x402:{}:{}:{}:0x{}:{:016x}",
+        network.caip2(),
+        token.to_checksum(None),
+        wallet.to_checksum(None),
+        nonce_hex(nonce),
+        attempt
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonces_are_deterministic_and_scoped() {
+        let w1 = Address::repeat_byte(1);
+        let w2 = Address::repeat_byte(2);
+        let a = derive_nonce("ses_1", w1, "call-1");
+        assert_eq!(a, derive_nonce("ses_1", w1, "call-1"));
+        assert_ne!(a, derive_nonce("ses_2", w1, "call-1"));
+        assert_ne!(a, derive_nonce("ses_1", w2, "call-1"));
+        assert_ne!(a, derive_nonce("ses_1", w1, "call-2"));
+        // Length prefixes keep part boundaries apart.
+        assert_ne!(derive_nonce("ab", w1, "c"), derive_nonce("a", w1, "bc"));
+        assert_ne!(random_nonce(), random_nonce());
+    }
+
+    #[test]
+    fn keys_and_references_fit_the_ledger() {
+        let n = B256::repeat_byte(0xab);
+        for key in [authorize_key(n), capture_key(n), void_key(n)] {
+            assert!(key.len() <= 128 && key.bytes().all(|b| b.is_ascii_graphic()), "{key}");
+        }
+        assert_ne!(authorize_key(n), capture_key(n));
+        let r = settling_reference(Network::AvalancheFuji, Address::ZERO, Address::ZERO, n, u64::MAX);
+        assert!(r.len() <= 256, "{}", r.len());
+        assert_ne!(
+            r,
+            settling_reference(Network::AvalancheFuji, Address::ZERO, Address::ZERO, n, 1)
+        );
+    }
+}

@@ -1,0 +1,853 @@
+//! The workloads and the clients that run them, the recorder that writes
+//! every operation down, the setup before and the final phase after.
+//!
+//! (a) seed: many sessions with $25 caps; each gets a burst of six
+//!     concurrent authorizations ($10, $10, $5, $10, $10, $10) and two reads
+//!     spread over the nodes; (b) holds: authorize, then capture, partial
+//!     capture, void or let expire, with idempotent retries; (c) hierarchy:
+//!     sessions drawing on two team budgets under one org budget with a
+//!     per-tool cap; (d) linearizable reads of what is left.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use api::{CreateBudgetRequest, CreateSessionRequest, CreateSessionResponse};
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use tokio::sync::watch;
+
+use crate::client::Api;
+use crate::final_state::{DigestFinal, FinalState, NodeFinal};
+use crate::history::{
+    hold_number, BudgetSpec, NemesisInterval, Op, Outcome, Phase, Request, Response, SessionSpec, Setup, Workload,
+    DOLLAR,
+};
+
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Writes every operation down with its real times.
+pub struct Recorder {
+    start: Instant,
+    pub start_wall_ms: u64,
+    ops: Mutex<Vec<Op>>,
+    nemesis: Mutex<Vec<NemesisInterval>>,
+    next_op: AtomicU64,
+}
+
+impl Recorder {
+    pub fn new() -> Recorder {
+        Recorder {
+            start: Instant::now(),
+            start_wall_ms: wall_ms(),
+            ops: Mutex::new(Vec::new()),
+            nemesis: Mutex::new(Vec::new()),
+            next_op: AtomicU64::new(0),
+        }
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    pub fn operations(&self) -> u64 {
+        self.next_op.load(Ordering::Relaxed)
+    }
+
+    pub fn nemesis(&self, interval: NemesisInterval) {
+        if let Ok(mut n) = self.nemesis.lock() {
+            n.push(interval);
+        }
+    }
+
+    pub fn snapshot(&self) -> (Vec<Op>, Vec<NemesisInterval>) {
+        let ops = self.ops.lock().map(|o| o.clone()).unwrap_or_default();
+        let nemesis = self.nemesis.lock().map(|n| n.clone()).unwrap_or_default();
+        (ops, nemesis)
+    }
+
+    /// Sends one request and records it: invoke, then ok / fail / info.
+    pub async fn run(
+        &self,
+        api: &Api,
+        process: u64,
+        node: u8,
+        workload: Workload,
+        phase: Phase,
+        request: Request,
+    ) -> Outcome {
+        let id = self.next_op.fetch_add(1, Ordering::Relaxed);
+        let invoke_ns = self.now_ns();
+        let invoke_wall_ms = wall_ms();
+        let (outcome, log_time_ms) = api.execute(node, &request).await;
+        let op = Op {
+            id,
+            process,
+            node,
+            workload,
+            phase,
+            request,
+            invoke_ns,
+            complete_ns: self.now_ns(),
+            invoke_wall_ms,
+            complete_wall_ms: wall_ms(),
+            outcome: outcome.clone(),
+            log_time_ms,
+        };
+        if let Ok(mut ops) = self.ops.lock() {
+            ops.push(op);
+        }
+        outcome
+    }
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Recorder::new()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct WorkloadConfig {
+    pub clients: usize,
+    pub seed_sessions: usize,
+    pub operations_max: u64,
+    /// Retries of an unknown operation during the run (same key).
+    pub unknown_retries_max: u32,
+    pub seed: u64,
+}
+
+const HOLD_SESSIONS: usize = 16;
+const TEAM_SESSIONS: usize = 16;
+const SEED_CAP: u64 = 25 * DOLLAR;
+/// Operations per seed session: six authorizations, two reads.
+const SEED_BURST: u64 = 8;
+const LONG_HOLD_SECONDS: u64 = 600;
+/// The session the final phase writes to once, so that an entry stamped
+/// after every short deadline exists (and expiry has been applied).
+pub const TICK_SESSION: &str = "tick";
+
+/// Creates the budgets and sessions; retried until the cluster takes them
+/// (creation with an explicit id is idempotent).
+pub async fn setup(api: &Api, config: &WorkloadConfig, deadline: Instant) -> anyhow::Result<Setup> {
+    let budgets = vec![
+        BudgetSpec {
+            id: "org:jepsen".into(),
+            cap: 400 * DOLLAR,
+            parent: None,
+            tool_caps: BTreeMap::from([("llm".to_string(), 250 * DOLLAR)]),
+        },
+        BudgetSpec {
+            id: "team:a".into(),
+            cap: 150 * DOLLAR,
+            parent: Some("org:jepsen".into()),
+            tool_caps: BTreeMap::new(),
+        },
+        BudgetSpec {
+            id: "team:b".into(),
+            cap: 150 * DOLLAR,
+            parent: Some("org:jepsen".into()),
+            tool_caps: BTreeMap::new(),
+        },
+    ];
+    for b in &budgets {
+        let body = CreateBudgetRequest {
+            id: b.id.clone(),
+            cap: crate::history::format_amount(b.cap),
+            asset: None,
+            decimals: None,
+            tool_caps: b
+                .tool_caps
+                .iter()
+                .map(|(t, c)| (t.clone(), crate::history::format_amount(*c)))
+                .collect(),
+            parent: b.parent.clone(),
+        };
+        retry_until(deadline, |node| {
+            let body = body.clone();
+            async move {
+                api.post::<serde_json::Value>(node, "/v1/budgets", &body, None)
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("creating budget {}: {e}", b.id))?;
+    }
+
+    // (id, workload, cap, budget, tool caps)
+    type Wanted = (String, Workload, u64, Option<String>, BTreeMap<String, u64>);
+    let mut wanted: Vec<Wanted> = Vec::new();
+    wanted.push((
+        TICK_SESSION.into(),
+        Workload::Seed,
+        1000 * DOLLAR,
+        None,
+        BTreeMap::new(),
+    ));
+    for i in 0..config.seed_sessions {
+        wanted.push((format!("seed-{i}"), Workload::Seed, SEED_CAP, None, BTreeMap::new()));
+    }
+    for i in 0..HOLD_SESSIONS {
+        wanted.push((
+            format!("hold-{i}"),
+            Workload::Holds,
+            100 * DOLLAR,
+            None,
+            BTreeMap::new(),
+        ));
+    }
+    for i in 0..TEAM_SESSIONS {
+        let team = if i % 2 == 0 { "team:a" } else { "team:b" };
+        wanted.push((
+            format!("team-{i}"),
+            Workload::Hierarchy,
+            60 * DOLLAR,
+            Some(team.into()),
+            BTreeMap::from([("llm".to_string(), 40 * DOLLAR)]),
+        ));
+    }
+    // A few at a time.
+    let mut sessions = Vec::with_capacity(wanted.len());
+    for chunk in wanted.chunks(16) {
+        let mut set = tokio::task::JoinSet::new();
+        for (id, workload, cap, budget, tool_caps) in chunk.iter().cloned() {
+            let api = api.clone();
+            set.spawn(async move {
+                let body = CreateSessionRequest {
+                    id: Some(id.clone()),
+                    cap: crate::history::format_amount(cap),
+                    asset: None,
+                    decimals: None,
+                    expires_in_seconds: Some(7200),
+                    agent_id: format!("jepsen-{id}"),
+                    wallet_address: None,
+                    tool_caps: tool_caps
+                        .iter()
+                        .map(|(t, c)| (t.clone(), crate::history::format_amount(*c)))
+                        .collect(),
+                    budget: budget.clone(),
+                };
+                let r: CreateSessionResponse = retry_until(deadline, |node| {
+                    let body = body.clone();
+                    let api = api.clone();
+                    async move { api.post(node, "/v1/sessions", &body, None).await }
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("creating session {id}: {e}"))?;
+                if r.session.decimals != crate::history::DECIMALS {
+                    anyhow::bail!("session {id} has {} decimals, the suite assumes 6", r.session.decimals);
+                }
+                Ok(SessionSpec {
+                    id,
+                    workload,
+                    cap,
+                    budget,
+                    tool_caps,
+                    expires_at_ms: r.session.expires_at_ms,
+                })
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            sessions.push(r??);
+        }
+    }
+    sessions.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(Setup {
+        budgets,
+        sessions,
+        start_wall_ms: 0,
+    })
+}
+
+/// Calls `f(node)` on node 1, 2, 3, 1, ... until it succeeds or `deadline`.
+async fn retry_until<T, F, Fut>(deadline: Instant, mut f: F) -> Result<T, String>
+where
+    F: FnMut(u8) -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::client::CallError>>,
+{
+    let mut attempt = 0u64;
+    loop {
+        let node = (attempt % 3) as u8 + 1;
+        match f(node).await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                if Instant::now() >= deadline {
+                    return Err(format!("{e} (after {} attempts)", attempt + 1));
+                }
+            }
+        }
+        attempt += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What the clients share.
+pub struct Ctx {
+    pub api: Api,
+    pub recorder: Arc<Recorder>,
+    pub config: WorkloadConfig,
+    pub deadline: tokio::time::Instant,
+    pub cancel: watch::Receiver<bool>,
+    seed_ticket: AtomicU64,
+    next_key: AtomicU64,
+    stopped: AtomicBool,
+}
+
+impl Ctx {
+    pub fn new(
+        api: Api,
+        recorder: Arc<Recorder>,
+        config: WorkloadConfig,
+        deadline: tokio::time::Instant,
+        cancel: watch::Receiver<bool>,
+    ) -> Ctx {
+        Ctx {
+            api,
+            recorder,
+            config,
+            deadline,
+            cancel,
+            seed_ticket: AtomicU64::new(0),
+            next_key: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+        }
+    }
+
+    fn stop(&self) -> bool {
+        if self.stopped.load(Ordering::Relaxed) {
+            return true;
+        }
+        let stop = tokio::time::Instant::now() >= self.deadline
+            || *self.cancel.borrow()
+            || self.recorder.operations() >= self.config.operations_max;
+        if stop {
+            self.stopped.store(true, Ordering::Relaxed);
+        }
+        stop
+    }
+
+    fn key(&self, prefix: &str) -> String {
+        format!("{prefix}{}", self.next_key.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// One logical client. Its identity (`process`) changes after an unknown
+/// outcome.
+struct Client {
+    ctx: Arc<Ctx>,
+    process: u64,
+    rng: StdRng,
+}
+
+impl Client {
+    fn node(&mut self) -> u8 {
+        self.rng.random_range(1..=3u8)
+    }
+
+    async fn exec(&mut self, workload: Workload, request: Request) -> Outcome {
+        let node = self.node();
+        let out = self
+            .ctx
+            .recorder
+            .run(&self.ctx.api, self.process, node, workload, Phase::Workload, request)
+            .await;
+        if matches!(out, Outcome::Info { .. }) {
+            self.process += self.ctx.config.clients as u64;
+        }
+        out
+    }
+
+    /// Sends a request; while the outcome is unknown, sends it again with
+    /// the same idempotency key (bounded), under the new identity.
+    async fn exec_retrying(&mut self, workload: Workload, request: Request) -> Outcome {
+        let mut out = self.exec(workload, request.clone()).await;
+        let mut retries = 0;
+        while retries < self.ctx.config.unknown_retries_max {
+            let again = match &out {
+                Outcome::Info { .. } => true,
+                Outcome::Fail { code, .. } => code == "no_leader" || code == "connect" || code == "overloaded",
+                Outcome::Ok { .. } => false,
+            };
+            if !again || self.ctx.stop() {
+                break;
+            }
+            retries += 1;
+            let wait = self.rng.random_range(100..400u64);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            out = self.exec(workload, request.clone()).await;
+        }
+        out
+    }
+
+    async fn seed_burst_op(&mut self) {
+        let ticket = self.ctx.seed_ticket.fetch_add(1, Ordering::Relaxed);
+        let sessions = self.ctx.config.seed_sessions.max(1) as u64;
+        let session = format!("seed-{}", (ticket / SEED_BURST) % sessions);
+        let slot = ticket % SEED_BURST;
+        let request = if slot < 6 {
+            Request::Authorize {
+                session,
+                tool: "search".into(),
+                amount: if slot == 2 { 5 * DOLLAR } else { 10 * DOLLAR },
+                key: format!("seed{ticket}"),
+                hold_seconds: LONG_HOLD_SECONDS,
+            }
+        } else {
+            Request::Read { session }
+        };
+        self.exec_retrying(Workload::Seed, request).await;
+    }
+
+    async fn holds_flow(&mut self) {
+        let session = format!("hold-{}", self.rng.random_range(0..HOLD_SESSIONS));
+        // Quarter dollars from $1 to $20: halves stay exact.
+        let amount = self.rng.random_range(4..=80u64) * DOLLAR / 4;
+        let hold_seconds = *[1u64, 2, 3, LONG_HOLD_SECONDS].choose(&mut self.rng).unwrap_or(&2);
+        let authorize = Request::Authorize {
+            session: session.clone(),
+            tool: "api".into(),
+            amount,
+            key: self.ctx.key("h"),
+            hold_seconds,
+        };
+        let out = self.exec_retrying(Workload::Holds, authorize.clone()).await;
+        let Some((id, expires_at_ms)) = approved(&out) else {
+            return;
+        };
+        if self.rng.random_bool(0.1) {
+            // Retry of an approved key: must replay, not hold again.
+            self.exec_retrying(Workload::Holds, authorize).await;
+        }
+        let action = self.rng.random_range(0..4u8);
+        let action = if action == 3 && hold_seconds == LONG_HOLD_SECONDS {
+            2
+        } else {
+            action
+        };
+        let resolve = match action {
+            0 | 1 => Request::Capture {
+                authorization: id.clone(),
+                session: session.clone(),
+                amount: if action == 0 { None } else { Some(amount / 2) },
+                key: self.ctx.key("c"),
+            },
+            2 => Request::Void {
+                authorization: id.clone(),
+                session: session.clone(),
+                key: self.ctx.key("v"),
+            },
+            _ => {
+                // Let it expire, then try to capture it.
+                let wait_ms = expires_at_ms.saturating_sub(crate::workload::wall_ms()) + 300;
+                let wait = Duration::from_millis(wait_ms.min(hold_seconds * 1000 + 1000));
+                let left = self.ctx.deadline.saturating_duration_since(tokio::time::Instant::now());
+                if wait >= left {
+                    return;
+                }
+                tokio::time::sleep(wait).await;
+                Request::Capture {
+                    authorization: id.clone(),
+                    session: session.clone(),
+                    amount: None,
+                    key: self.ctx.key("c"),
+                }
+            }
+        };
+        let out = self.exec_retrying(Workload::Holds, resolve.clone()).await;
+        if matches!(out, Outcome::Ok { .. }) {
+            if self.rng.random_bool(0.2) {
+                self.exec_retrying(Workload::Holds, resolve.clone()).await;
+            }
+            if self.rng.random_bool(0.2) {
+                // Resolving it a second time must be refused.
+                let second = match resolve {
+                    Request::Capture { .. } => Request::Void {
+                        authorization: id,
+                        session,
+                        key: self.ctx.key("v"),
+                    },
+                    _ => Request::Capture {
+                        authorization: id,
+                        session,
+                        amount: None,
+                        key: self.ctx.key("c"),
+                    },
+                };
+                self.exec_retrying(Workload::Holds, second).await;
+            }
+        }
+    }
+
+    async fn hierarchy_flow(&mut self) {
+        let session = format!("team-{}", self.rng.random_range(0..TEAM_SESSIONS));
+        let tool = *["llm", "search"].choose(&mut self.rng).unwrap_or(&"llm");
+        let amount = *[5 * DOLLAR, 10 * DOLLAR].choose(&mut self.rng).unwrap_or(&DOLLAR);
+        let authorize = Request::Authorize {
+            session: session.clone(),
+            tool: tool.into(),
+            amount,
+            key: self.ctx.key("t"),
+            hold_seconds: LONG_HOLD_SECONDS,
+        };
+        let out = self.exec_retrying(Workload::Hierarchy, authorize).await;
+        let Some((id, _)) = approved(&out) else { return };
+        let roll = self.rng.random_range(0..10u8);
+        let resolve = if roll < 5 {
+            Request::Void {
+                authorization: id,
+                session,
+                key: self.ctx.key("v"),
+            }
+        } else if roll < 8 {
+            Request::Capture {
+                authorization: id,
+                session,
+                amount: Some(self.rng.random_range(1..=4u64) * DOLLAR / 2),
+                key: self.ctx.key("c"),
+            }
+        } else {
+            return;
+        };
+        self.exec_retrying(Workload::Hierarchy, resolve).await;
+    }
+
+    async fn read_op(&mut self) {
+        let session = match self.rng.random_range(0..3u8) {
+            0 => format!("hold-{}", self.rng.random_range(0..HOLD_SESSIONS)),
+            1 => format!("team-{}", self.rng.random_range(0..TEAM_SESSIONS)),
+            _ => {
+                // A seed session that is busy now.
+                let t = self.ctx.seed_ticket.load(Ordering::Relaxed) / SEED_BURST;
+                format!("seed-{}", t % self.ctx.config.seed_sessions.max(1) as u64)
+            }
+        };
+        let workload = if session.starts_with("hold") {
+            Workload::Holds
+        } else if session.starts_with("team") {
+            Workload::Hierarchy
+        } else {
+            Workload::Seed
+        };
+        self.exec(workload, Request::Read { session }).await;
+    }
+
+    async fn run(mut self) {
+        while !self.ctx.stop() {
+            match self.rng.random_range(0..100u8) {
+                0..40 => self.seed_burst_op().await,
+                40..65 => self.holds_flow().await,
+                65..85 => self.hierarchy_flow().await,
+                _ => self.read_op().await,
+            }
+        }
+    }
+}
+
+fn approved(out: &Outcome) -> Option<(String, u64)> {
+    match out {
+        Outcome::Ok {
+            response:
+                Response::Decision {
+                    approved: true,
+                    authorization_id: Some(id),
+                    expires_at_ms,
+                    ..
+                },
+        } => Some((id.clone(), expires_at_ms.unwrap_or(0))),
+        _ => None,
+    }
+}
+
+/// Runs the clients until the deadline, the operation budget, or a cancel.
+pub async fn run_clients(ctx: Arc<Ctx>) {
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..ctx.config.clients {
+        let client = Client {
+            ctx: ctx.clone(),
+            process: i as u64,
+            rng: StdRng::seed_from_u64(ctx.config.seed.wrapping_mul(1000).wrapping_add(i as u64)),
+        };
+        set.spawn(client.run());
+    }
+    while set.join_next().await.is_some() {}
+}
+
+/// Waits until every node answers and they agree on one leader.
+pub async fn wait_for_cluster(api: &Api, deadline: Instant) -> anyhow::Result<u64> {
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let mut leaders = HashSet::new();
+        let mut answered = 0;
+        for n in 1..=3u8 {
+            match api.status(n, Duration::from_millis(800)).await {
+                Ok(s) => {
+                    answered += 1;
+                    leaders.insert(s.leader_id);
+                    last = format!("node{n}: role {} leader {:?} term {}", s.role, s.leader_id, s.term);
+                }
+                Err(e) => last = format!("node{n}: {e}"),
+            }
+        }
+        if answered == 3 && leaders.len() == 1 {
+            if let Some(Some(l)) = leaders.into_iter().next() {
+                return Ok(l);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    anyhow::bail!("the cluster did not agree on a leader in time; last: {last}")
+}
+
+/// After healing: re-sends every unknown operation with its key until a
+/// definite answer (bounded), so none is assumed absent.
+pub async fn resolve_unknowns(api: &Api, recorder: &Recorder, deadline: Instant) -> (usize, usize) {
+    let (ops, _) = recorder.snapshot();
+    let key_of = |r: &Request| {
+        r.scoped_key()
+            .map(|(s, k)| (r.name().to_string(), s.to_string(), k.to_string()))
+    };
+    let resolution = crate::checker::Resolution::new(&ops);
+    let unknown: Vec<&Op> = ops
+        .iter()
+        .filter(|op| op.is_info() && !matches!(op.request, Request::Read { .. }) && !resolution.resolved(op))
+        .collect();
+    let mut seen = HashSet::new();
+    let (mut resolved, mut tried) = (0usize, 0usize);
+    let process_base = 1_000_000u64;
+    for (i, op) in unknown.iter().enumerate() {
+        if Instant::now() >= deadline {
+            break;
+        }
+        let Some(k) = key_of(&op.request) else { continue };
+        if !seen.insert(k) {
+            continue;
+        }
+        tried += 1;
+        let mut attempt = 0u64;
+        loop {
+            let node = ((i as u64 + attempt) % 3) as u8 + 1;
+            let out = recorder
+                .run(
+                    api,
+                    process_base + i as u64 * 100 + attempt,
+                    node,
+                    op.workload,
+                    Phase::Resolve,
+                    op.request.clone(),
+                )
+                .await;
+            let done = match &out {
+                Outcome::Ok { .. } => true,
+                Outcome::Fail { code, .. } => !(code == "no_leader" || code == "connect" || code == "overloaded"),
+                Outcome::Info { .. } => false,
+            };
+            if done {
+                resolved += 1;
+                break;
+            }
+            attempt += 1;
+            if attempt >= 10 || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    (tried, resolved)
+}
+
+/// Waits past the deadline of every short hold, then writes once so that an
+/// entry stamped after all of them exists: the final state has no hold
+/// whose expiry is still pending.
+pub async fn settle_expiry(api: &Api, recorder: &Recorder, wait_max: Duration) {
+    let (ops, _) = recorder.snapshot();
+    let last_short_deadline = ops
+        .iter()
+        .filter_map(|o| match (&o.request, o.ok()) {
+            (
+                Request::Authorize { hold_seconds, .. },
+                Some(Response::Decision {
+                    approved: true,
+                    expires_at_ms: Some(e),
+                    ..
+                }),
+            ) if *hold_seconds < LONG_HOLD_SECONDS => Some(*e),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    let now = wall_ms();
+    if last_short_deadline + 500 > now {
+        let wait = Duration::from_millis(last_short_deadline + 500 - now).min(wait_max);
+        tokio::time::sleep(wait).await;
+    }
+    for attempt in 0..10u64 {
+        let out = recorder
+            .run(
+                api,
+                2_000_000 + attempt,
+                (attempt % 3) as u8 + 1,
+                Workload::Seed,
+                Phase::Resolve,
+                Request::Authorize {
+                    session: TICK_SESSION.into(),
+                    tool: "tick".into(),
+                    amount: DOLLAR / 100,
+                    key: format!("tick-{attempt}"),
+                    hold_seconds: LONG_HOLD_SECONDS,
+                },
+            )
+            .await;
+        if matches!(out, Outcome::Ok { .. }) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Holds read past the last known id before the enumeration stops.
+const HOLDS_BEYOND_KNOWN: u64 = 32;
+/// Not-found ids in a row that end the enumeration wherever it is.
+const HOLDS_MISSING_IN_A_ROW_MAX: u64 = 512;
+
+/// Reads every hold, session and budget from every node, then their digests.
+pub async fn final_read(api: &Api, setup: &Setup, recorder: &Recorder) -> FinalState {
+    let timeout = Duration::from_secs(3);
+    let (ops, _) = recorder.snapshot();
+    let known: Vec<u64> = ops
+        .iter()
+        .filter_map(|o| match o.ok() {
+            Some(Response::Decision {
+                authorization_id: Some(id),
+                ..
+            }) => hold_number(id),
+            _ => None,
+        })
+        .collect();
+    // Ids are handed out in order from 0, so a cluster made at most one per
+    // approval the history saw, plus unknowns: bound the walk by that (a
+    // faulty node may hand out ids far away).
+    let ids_max = (ops.len() as u64).saturating_mul(2).saturating_add(1024);
+    let max_known = known.iter().copied().filter(|n| *n < ids_max).max();
+    let read_start_wall_ms = wall_ms();
+    let mut nodes = Vec::new();
+    for n in 1..=3u8 {
+        let mut node = NodeFinal {
+            node: n,
+            ..NodeFinal::default()
+        };
+        // Holds au_0, au_1, ... in parallel chunks, until well past the last
+        // id the history knows and a run of not-found.
+        let mut next = 0u64;
+        let mut misses_in_a_row = 0u64;
+        while next < ids_max {
+            let chunk: Vec<u64> = (next..next + 32).collect();
+            next += 32;
+            let mut set = tokio::task::JoinSet::new();
+            for i in chunk {
+                let api = api.clone();
+                set.spawn(async move {
+                    let id = format!("au_{i}");
+                    let mut last = None;
+                    for _ in 0..3 {
+                        match api.hold(n, &id, timeout).await {
+                            Ok(h) => return (i, id, Ok(Some(h))),
+                            Err(e) if e.is_not_found() => return (i, id, Ok(None)),
+                            Err(e) => last = Some(e.to_string()),
+                        }
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    (i, id, Err(last.unwrap_or_default()))
+                });
+            }
+            let mut results = Vec::new();
+            while let Some(r) = set.join_next().await {
+                if let Ok(r) = r {
+                    results.push(r);
+                }
+            }
+            results.sort_by_key(|r| r.0);
+            for (_, id, r) in results {
+                match r {
+                    Ok(Some(h)) => {
+                        misses_in_a_row = 0;
+                        node.holds.insert(id, h);
+                    }
+                    Ok(None) => misses_in_a_row += 1,
+                    Err(e) => node.errors.push(format!("{id}: {e}")),
+                }
+            }
+            let past_known = max_known.is_none_or(|m| next > m);
+            if (past_known && misses_in_a_row >= HOLDS_BEYOND_KNOWN)
+                || misses_in_a_row >= HOLDS_MISSING_IN_A_ROW_MAX
+                || node.errors.len() > 20
+            {
+                break;
+            }
+        }
+        // A node that keeps failing is not read further (bounded time).
+        let failing = |node: &NodeFinal| node.errors.len() > 20;
+        for s in &setup.sessions {
+            if failing(&node) {
+                break;
+            }
+            match api.session_final(n, &s.id, timeout).await {
+                Ok(l) => {
+                    node.sessions.insert(s.id.clone(), l);
+                }
+                Err(e) => node.errors.push(format!("session {}: {e}", s.id)),
+            }
+        }
+        for b in &setup.budgets {
+            if failing(&node) {
+                break;
+            }
+            match api.budget_final(n, &b.id, timeout).await {
+                Ok(l) => {
+                    node.budgets.insert(b.id.clone(), l);
+                }
+                Err(e) => node.errors.push(format!("budget {}: {e}", b.id)),
+            }
+        }
+        nodes.push(node);
+    }
+    let read_end_wall_ms = wall_ms();
+
+    // Digests at one applied index on all nodes (bounded polling).
+    let mut digests = BTreeMap::new();
+    let mut aligned = false;
+    for _ in 0..60 {
+        digests.clear();
+        for n in 1..=3u8 {
+            if let Ok(d) = api.digest(n, timeout).await {
+                digests.insert(
+                    n,
+                    DigestFinal {
+                        applied_index: d.applied_index,
+                        digest: d.digest,
+                    },
+                );
+            }
+        }
+        let indexes: HashSet<Option<u64>> = digests.values().map(|d| d.applied_index).collect();
+        if digests.len() == 3 && indexes.len() == 1 {
+            aligned = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    FinalState {
+        read_start_wall_ms,
+        read_end_wall_ms,
+        nodes,
+        digests,
+        digests_aligned: aligned,
+    }
+}
