@@ -33,7 +33,11 @@ pub mod codes {
     pub const FORBIDDEN: &str = "forbidden";
     pub const NOT_FOUND: &str = "not_found";
     pub const IDEMPOTENCY_CONFLICT: &str = "idempotency_conflict";
+    pub const SHUTTING_DOWN: &str = "shutting_down";
 }
+
+/// Every session token starts with this.
+pub const SESSION_TOKEN_PREFIX: &str = "sct_";
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

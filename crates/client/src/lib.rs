@@ -195,6 +195,11 @@ impl Client {
         self.post("/v1/sessions", req).await
     }
 
+    /// The session the client's session token belongs to.
+    pub async fn whoami(&self) -> Result<SessionView, ClientError> {
+        self.get("/v1/session").await
+    }
+
     pub async fn get_session(&self, id: &str) -> Result<SessionView, ClientError> {
         self.get(&format!("/v1/sessions/{}", encode(id))).await
     }

@@ -101,10 +101,10 @@ impl Ledger {
                 Err(e)
                     if matches!(
                         e.code(),
-                        Some(api::codes::NO_LEADER) | Some(api::codes::OVERLOADED) | Some("shutting_down")
+                        Some(api::codes::NO_LEADER) | Some(api::codes::OVERLOADED) | Some(api::codes::SHUTTING_DOWN)
                     ) =>
                 {
-                    if e.code() == Some("shutting_down") {
+                    if e.code() == Some(api::codes::SHUTTING_DOWN) {
                         node += 1;
                     }
                     last = e.to_string();

@@ -38,7 +38,7 @@ use crate::wire::{FetchRequest, FetchResponse, PaymentInfo, PaymentOutcome};
 
 /// Session tokens start with this (admin tokens are not accepted: an agent
 /// acts only as its session).
-const SESSION_TOKEN_PREFIX: &str = "sct_";
+const SESSION_TOKEN_PREFIX: &str = api::SESSION_TOKEN_PREFIX;
 /// Longest agent idempotency key.
 const AGENT_KEY_BYTES_MAX: usize = 128;
 /// Longest ledger tool name.

@@ -8,7 +8,7 @@ use std::path::Path;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-pub const SESSION_TOKEN_PREFIX: &str = "sct_";
+pub const SESSION_TOKEN_PREFIX: &str = api::SESSION_TOKEN_PREFIX;
 pub const ADMIN_TOKEN_PREFIX: &str = "sca_";
 const ADMIN_TOKEN_FILE: &str = "admin-token";
 

@@ -205,6 +205,12 @@ async fn holds_capture_void_expiry_and_caps_over_http() {
             .status(),
         Some(403)
     );
+    // "Who am I" for a session token.
+    assert_eq!(t1.whoami().await.expect("whoami").id, "t1");
+    assert_eq!(
+        admin.whoami().await.expect_err("admin has no session").status(),
+        Some(404)
+    );
     // Receipts: the session sees its own.
     let mine = s1.receipts(&ReceiptQuery::default()).await.expect("receipts");
     assert_eq!(mine.items.len(), 1);

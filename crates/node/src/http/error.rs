@@ -86,7 +86,7 @@ impl ApiError {
             ApiError::Overloaded => api::codes::OVERLOADED,
             ApiError::NoLeader => api::codes::NO_LEADER,
             ApiError::OutcomeUnknown(_) => api::codes::OUTCOME_UNKNOWN,
-            ApiError::ShuttingDown => "shutting_down",
+            ApiError::ShuttingDown => api::codes::SHUTTING_DOWN,
             ApiError::Internal(_) => "internal",
         }
     }

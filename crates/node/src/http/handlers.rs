@@ -390,6 +390,25 @@ pub async fn get_session(
         .ok_or_else(|| ApiError::not_found("unknown_session", format!("no session {id}")))
 }
 
+/// The caller's own session (a session token's "who am I").
+pub async fn whoami(State(s): State<AppState>, principal: Principal) -> ApiResult<Json<SessionView>> {
+    let Principal::Session(id) = principal else {
+        return Err(ApiError::not_found(
+            "unknown_session",
+            "the admin token belongs to no session",
+        ));
+    };
+    barrier(&s).await?;
+    let state = s.sm.read();
+    let read_index = state.last_applied.map(|l| l.index).unwrap_or(0);
+    let view = state
+        .ledger
+        .session(&id)
+        .map(|x| session_view(&state.ledger, x, read_index));
+    view.map(Json)
+        .ok_or_else(|| ApiError::not_found("unknown_session", format!("no session {id}")))
+}
+
 pub async fn list_sessions(
     State(s): State<AppState>,
     principal: Principal,
@@ -825,6 +844,8 @@ pub async fn mark_settling(
 #[serde(deny_unknown_fields)]
 pub struct AuthorizationQuery {
     status: String,
+    /// An authorization id: start after it.
+    after: Option<String>,
     limit: Option<u32>,
 }
 
@@ -838,19 +859,24 @@ pub async fn list_settling(
         return Err(ApiError::field("status", "only status=settling can be listed"));
     }
     let limit = page_limit(q.limit)?;
+    let after = q
+        .after
+        .map(|a| a.parse::<HoldId>().map_err(|e| ApiError::field("after", e)))
+        .transpose()?;
     barrier(&s).await?;
     let state = s.sm.read();
     // A live hold's session always exists (sessions are never deleted).
-    let items = state
+    let items: Vec<AuthorizationView> = state
         .ledger
         .settling_holds()
+        .filter(|h| after.is_none_or(|a| h.id > a))
         .take(limit)
         .filter_map(|h| state.ledger.session(&h.session_id).map(|x| hold_view(h, &x.asset)))
         .collect();
-    Ok(Json(Page {
-        items,
-        next_after: None,
-    }))
+    let next_after = (items.len() == limit)
+        .then(|| items.last().map(|h| h.id.clone()))
+        .flatten();
+    Ok(Json(Page { items, next_after }))
 }
 
 // ---- receipts -----------------------------------------------------------

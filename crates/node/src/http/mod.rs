@@ -85,6 +85,7 @@ pub fn app(state: AppState) -> Router {
             "/v1/sessions",
             post(handlers::create_session).get(handlers::list_sessions),
         )
+        .route("/v1/session", get(handlers::whoami))
         .route("/v1/sessions/{id}", get(handlers::get_session))
         .route("/v1/sessions/{id}/revoke", post(handlers::revoke_session))
         .route("/v1/sessions/{id}/token", post(handlers::rotate_token))
