@@ -114,9 +114,33 @@ struct CapRow {
     held: ledger::Amount,
 }
 
+/// Escapes a Prometheus label value.
+fn label(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Writes one gauge family in the Prometheus text format.
+fn family(out: &mut String, name: &str, help: &str, key: &str, rows: &[CapRow], value: impl Fn(&CapRow) -> u128) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{name}{{{key}=\"{}\",asset=\"{}\"}} {}",
+            label(&r.id),
+            label(&r.asset),
+            value(r)
+        );
+    }
+}
+
 /// Sets the gauges that describe current state; called on each scrape.
 /// `committed` is the committed log index (read from Raft by the caller).
-pub fn refresh(s: &AppState, committed: Option<u64>) {
+/// Returns the per-budget and per-session series as Prometheus text: they
+/// are computed for this scrape only, so a budget that left the top list
+/// is gone at once.
+pub fn refresh(s: &AppState, committed: Option<u64>) -> String {
     let process = PROCESS.get_or_init(|| {
         let c = metrics_process::Collector::default();
         c.describe();
@@ -190,18 +214,56 @@ pub fn refresh(s: &AppState, committed: Option<u64>) {
     // The fullest budgets and sessions (by share of cap used, then by
     // amount), at most the configured number of each.
     let budgets = top_by(budgets, s.limits.metrics_budgets_max, |r| (r.fullness, r.committed));
-    for r in &budgets {
-        let labels = [("budget", r.id.clone()), ("asset", r.asset.clone())];
-        metrics::gauge!(BUDGET_CAP_UNITS, &labels).set(r.cap.units() as f64);
-        metrics::gauge!(BUDGET_SPENT_UNITS, &labels).set(r.spent.units() as f64);
-        metrics::gauge!(BUDGET_HELD_UNITS, &labels).set(r.held.units() as f64);
-    }
-    for r in &sessions {
-        let labels = [("session", r.id.clone()), ("asset", r.asset.clone())];
-        metrics::gauge!(SESSION_CAP_UNITS, &labels).set(r.cap.units() as f64);
-        metrics::gauge!(SESSION_SPENT_UNITS, &labels).set(r.spent.units() as f64);
-        metrics::gauge!(SESSION_HELD_UNITS, &labels).set(r.held.units() as f64);
-    }
+    let mut out = String::new();
+    family(
+        &mut out,
+        BUDGET_CAP_UNITS,
+        "A budget's cap, smallest units.",
+        "budget",
+        &budgets,
+        |r| r.cap.units(),
+    );
+    family(
+        &mut out,
+        BUDGET_SPENT_UNITS,
+        "What a budget has spent, smallest units.",
+        "budget",
+        &budgets,
+        |r| r.spent.units(),
+    );
+    family(
+        &mut out,
+        BUDGET_HELD_UNITS,
+        "What a budget holds, smallest units.",
+        "budget",
+        &budgets,
+        |r| r.held.units(),
+    );
+    family(
+        &mut out,
+        SESSION_CAP_UNITS,
+        "A session's cap, smallest units.",
+        "session",
+        &sessions,
+        |r| r.cap.units(),
+    );
+    family(
+        &mut out,
+        SESSION_SPENT_UNITS,
+        "What a session has spent, smallest units.",
+        "session",
+        &sessions,
+        |r| r.spent.units(),
+    );
+    family(
+        &mut out,
+        SESSION_HELD_UNITS,
+        "What a session holds, smallest units.",
+        "session",
+        &sessions,
+        |r| r.held.units(),
+    );
+    out
 }
 
 /// Counts elections (term changes) and leader changes as they happen.

@@ -63,12 +63,10 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
         .await
         .ok()
         .flatten();
-    crate::metrics::refresh(&s, committed);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
-    )
-        .into_response()
+    let state_series = crate::metrics::refresh(&s, committed);
+    let mut text = s.metrics.render();
+    text.push_str(&state_series);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 const CONSOLE: &str = include_str!("console.html");
