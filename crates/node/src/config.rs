@@ -36,6 +36,8 @@ pub struct NodeConfig {
 pub struct Limits {
     /// Largest request body the API reads.
     pub request_body_bytes_max: usize,
+    /// Largest body of `POST /v1/batch/authorize` (up to 1,000 items).
+    pub batch_request_body_bytes_max: usize,
     /// Requests handled at once before the node sheds load (503).
     pub requests_in_flight_max: usize,
     /// Whole-request deadline (a safety net above the write deadline).
@@ -64,6 +66,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             request_body_bytes_max: 64 << 10,
+            batch_request_body_bytes_max: 2 << 20,
             requests_in_flight_max: 4096,
             request_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(5),

@@ -75,6 +75,9 @@ pub struct ServeArgs {
     write_timeout_ms: u64,
     #[arg(long, env = "SPENDCAP_REQUEST_BODY_BYTES_MAX", default_value_t = 64 * 1024)]
     request_body_bytes_max: usize,
+    /// Largest body of the batch endpoint (up to 1,000 authorizations).
+    #[arg(long, env = "SPENDCAP_BATCH_REQUEST_BODY_BYTES_MAX", default_value_t = 2 * 1024 * 1024)]
+    batch_request_body_bytes_max: usize,
     #[arg(long, env = "SPENDCAP_REQUESTS_IN_FLIGHT_MAX", default_value_t = 4096)]
     requests_in_flight_max: usize,
     /// Budgets exported as labelled gauges (the fullest first).
@@ -101,6 +104,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     init_logs(a.log_format);
     let limits = Limits {
         request_body_bytes_max: a.request_body_bytes_max,
+        batch_request_body_bytes_max: a.batch_request_body_bytes_max,
         requests_in_flight_max: a.requests_in_flight_max,
         write_timeout: Duration::from_millis(a.write_timeout_ms),
         batch_commands_max: a.batch_commands_max,

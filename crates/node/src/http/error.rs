@@ -22,8 +22,8 @@ pub enum ApiError {
     InvalidAmount(String),
     #[error("request body must be JSON (Content-Type: application/json)")]
     UnsupportedMediaType,
-    #[error("request body is larger than {0} bytes")]
-    BodyTooLarge(usize),
+    #[error("request body is larger than this route accepts")]
+    BodyTooLarge,
     #[error("a valid bearer token is required")]
     Unauthorized,
     #[error("{0}")]
@@ -57,7 +57,7 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
@@ -76,7 +76,7 @@ impl ApiError {
             ApiError::InvalidField { .. } => "invalid_request",
             ApiError::InvalidAmount(_) => "invalid_amount",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::BodyTooLarge(_) => "body_too_large",
+            ApiError::BodyTooLarge => "body_too_large",
             ApiError::Unauthorized => api::codes::UNAUTHORIZED,
             ApiError::Forbidden(_) => api::codes::FORBIDDEN,
             ApiError::NotFound { code, .. }

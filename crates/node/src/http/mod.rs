@@ -6,7 +6,7 @@ pub mod extract;
 mod handlers;
 pub mod views;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,17 +54,8 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     pub fn new(inner: AppInner) -> Self {
-        BODY_LIMIT.store(inner.limits.request_body_bytes_max, Ordering::Relaxed);
         AppState(Arc::new(inner))
     }
-}
-
-/// The configured body limit, for the rejection message (the extractor has
-/// no access to state).
-static BODY_LIMIT: AtomicUsize = AtomicUsize::new(0);
-
-pub(crate) fn body_limit() -> usize {
-    BODY_LIMIT.load(Ordering::Relaxed)
 }
 
 /// Builds the whole API.
@@ -90,7 +81,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/sessions/{id}/revoke", post(handlers::revoke_session))
         .route("/v1/sessions/{id}/token", post(handlers::rotate_token))
         .route("/v1/sessions/{id}/authorizations", post(handlers::authorize))
-        .route("/v1/batch/authorize", post(handlers::batch_authorize))
+        .route(
+            "/v1/batch/authorize",
+            post(handlers::batch_authorize).layer(DefaultBodyLimit::max(limits.batch_request_body_bytes_max)),
+        )
         .route("/v1/authorizations", get(handlers::list_settling))
         .route("/v1/authorizations/{id}", get(handlers::get_authorization))
         .route("/v1/authorizations/{id}/settling", post(handlers::mark_settling))
