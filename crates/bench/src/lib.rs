@@ -16,6 +16,7 @@ pub mod error;
 pub mod latency;
 pub mod loadgen;
 pub mod machine;
+pub mod memory;
 pub mod money;
 pub mod peers;
 pub mod procs;

@@ -29,6 +29,21 @@ enum Cmd {
         /// The results folder.
         dir: PathBuf,
     },
+    /// Memory per session: create sessions in a three-node cluster and
+    /// report each node's resident memory.
+    Memory {
+        #[arg(long, default_value_t = 1_000_000)]
+        sessions: u64,
+        /// Default: the release build.
+        #[arg(long)]
+        spendcap_bin: Option<PathBuf>,
+        /// Results folder; default results/memory-<UTC timestamp>.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Where the nodes' data directories go (a temp dir inside it).
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -184,6 +199,30 @@ async fn main() -> anyhow::Result<()> {
             let report = report::read_json(&dir.join(report::JSON_FILE))?;
             report::write_all(&report, &dir)?;
             eprintln!("wrote {}", dir.join(report::MARKDOWN_FILE).display());
+        }
+        Cmd::Memory {
+            sessions,
+            spendcap_bin,
+            out,
+            work_dir,
+        } => {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| "target".into());
+            let binary = spendcap_bin.unwrap_or_else(|| default_binary(&target));
+            let out = out.unwrap_or_else(bench::memory::default_out);
+            std::fs::create_dir_all(out.join("logs")).with_context(|| format!("creating {}", out.display()))?;
+            let work = match work_dir {
+                Some(d) => tempfile::tempdir_in(d)?,
+                None => tempfile::tempdir()?,
+            };
+            let report = bench::memory::run(&binary, work.path(), sessions, &out.join("logs")).await?;
+            let json = serde_json::to_string_pretty(&report)?;
+            std::fs::write(out.join("memory.json"), &json)?;
+            println!("{json}");
+            if report.errors > 0 {
+                bail!("{} of {} session creations failed", report.errors, report.sessions);
+            }
         }
     }
     Ok(())

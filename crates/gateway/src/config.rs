@@ -112,9 +112,9 @@ impl GatewayConfig {
         }
         for url in &self.ledger_urls {
             let parsed = reqwest::Url::parse(url).map_err(|e| ConfigError::new(format!("ledger URL {url:?}: {e}")))?;
-            if parsed.scheme() != "http" {
+            if !matches!(parsed.scheme(), "http" | "https") {
                 return Err(ConfigError::new(format!(
-                    "ledger URL {url:?}: only http:// is supported"
+                    "ledger URL {url:?}: must be http:// or https://"
                 )));
             }
         }

@@ -62,13 +62,8 @@ pub fn build(req: &FetchRequest, limits: &Limits) -> GatewayResult<UpstreamReque
     }
     let url = reqwest::Url::parse(&req.url).map_err(|e| invalid(format!("url: {e}")))?;
     match url.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(invalid(
-                "url: this build of the gateway speaks plain http only (https upstreams need a TLS-enabled build)",
-            ))
-        }
-        other => return Err(invalid(format!("url: scheme {other:?} is not http"))),
+        "http" | "https" => {}
+        other => return Err(invalid(format!("url: scheme {other:?} is not http or https"))),
     }
     if url.host_str().is_none_or(str::is_empty) {
         return Err(invalid("url: no host"));
@@ -262,7 +257,8 @@ mod tests {
             build(&fetch("http://api.example/x"), &limits).unwrap().host_tool(),
             "api.example"
         );
-        for bad in ["ftp://x/", "https://x/", "not a url", "http://u:p@x/"] {
+        assert!(build(&fetch("https://api.example/x"), &limits).is_ok());
+        for bad in ["ftp://x/", "not a url", "http://u:p@x/"] {
             assert!(build(&fetch(bad), &limits).is_err(), "{bad}");
         }
         let long = format!("http://x/{}", "a".repeat(limits.url_bytes_max));

@@ -1,6 +1,7 @@
 //! Names and identifiers, each with its validation rule in one place.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -56,15 +57,18 @@ fn visible_byte(b: u8) -> bool {
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident, $what:literal, $max:expr, $allowed:literal, $ok:expr) => {
         $(#[$doc])*
+        ///
+        /// Shared (`Arc<str>`): the ledger keeps the same name in several
+        /// maps and records, and a clone is a reference count, not a copy.
         #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             pub fn new(text: impl Into<String>) -> Result<Self, NameError> {
-                let text = text.into();
+                let text: String = text.into();
                 check(&text, $what, $max, $allowed, $ok)?;
-                Ok(Self(text))
+                Ok(Self(Arc::from(text)))
             }
 
             /// Re-checks a value that arrived through deserialization, which
@@ -182,7 +186,7 @@ pub struct Asset {
 impl Asset {
     pub fn usdc() -> Asset {
         Asset {
-            code: AssetCode("USDC".to_owned()),
+            code: AssetCode(Arc::from("USDC")),
             decimals: 6,
         }
     }

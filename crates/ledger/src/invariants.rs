@@ -5,9 +5,14 @@ use std::collections::BTreeMap;
 
 use crate::amount::Amount;
 use crate::command::HoldStatus;
-use crate::ids::{BudgetId, SessionId, Tool};
+use crate::ids::BudgetId;
+#[cfg(debug_assertions)]
+use crate::ids::{SessionId, Tool};
+#[cfg(debug_assertions)]
 use crate::records::RecordKey;
-use crate::state::{CapUsage, Ledger, Usage};
+#[cfg(debug_assertions)]
+use crate::state::Usage;
+use crate::state::{CapUsage, Ledger};
 
 fn within(what: &str, cap: &CapUsage) -> Result<(), String> {
     let total = cap.usage.spent.checked_add(cap.usage.held);

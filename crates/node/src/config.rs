@@ -74,7 +74,7 @@ impl Default for Limits {
             proposal_queue_max: 65_536,
             batch_commands_max: 1024,
             batch_linger: Duration::from_micros(0),
-            batches_in_flight_max: 4,
+            batches_in_flight_max: 2,
             route_attempts_max: 20,
             metrics_budgets_max: 50,
             metrics_sessions_max: 50,
@@ -90,6 +90,9 @@ pub struct RaftTuning {
     pub election_timeout_max: Duration,
     /// Build a snapshot after this many entries since the last one.
     pub snapshot_logs_since_last: u64,
+    /// Also build one when the log since the last snapshot holds at least
+    /// this many bytes and at least the last snapshot's size.
+    pub snapshot_log_bytes_min: u64,
     /// Entries kept in the log behind the snapshot (for slow followers).
     pub logs_to_keep_after_snapshot: u64,
     pub install_snapshot_timeout: Duration,
@@ -102,7 +105,8 @@ impl Default for RaftTuning {
             heartbeat: Duration::from_millis(100),
             election_timeout_min: Duration::from_millis(1000),
             election_timeout_max: Duration::from_millis(2000),
-            snapshot_logs_since_last: 10_000,
+            snapshot_logs_since_last: 100_000,
+            snapshot_log_bytes_min: 64 << 20,
             logs_to_keep_after_snapshot: 1_000,
             install_snapshot_timeout: Duration::from_secs(30),
             payload_entries_max: 300,

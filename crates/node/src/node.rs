@@ -123,7 +123,7 @@ impl Node {
         let (shutdown, _) = watch::channel(false);
         let mut tasks = Vec::new();
 
-        let raft_app = crate::raft_server::app(config.node_id, identity, proposer.router().clone());
+        let raft_app = crate::raft_server::app(config.node_id, identity, proposer.clone(), limits.write_timeout);
         tasks.push(serve(raft_listener, raft_app, shutdown.subscribe()));
 
         let state = AppState::new(AppInner {
@@ -142,6 +142,12 @@ impl Node {
             proposer,
             sm.clone(),
             config.node_id,
+            shutdown.subscribe(),
+        )));
+        tasks.push(tokio::spawn(snapshot_ticks(
+            raft.clone(),
+            sm.clone(),
+            config.raft.snapshot_log_bytes_min,
             shutdown.subscribe(),
         )));
 
@@ -216,6 +222,32 @@ async fn bootstrap(raft: &Raft, config: &NodeConfig) -> Result<(), NodeError> {
         }
         Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
         Err(e) => Err(NodeError::Raft(e.to_string())),
+    }
+}
+
+/// How often a node checks whether its log has grown enough for a snapshot.
+const SNAPSHOT_CHECK: Duration = Duration::from_secs(2);
+
+/// Builds a snapshot once the log written since the last one is at least as
+/// big as the last snapshot (and at least `log_bytes_min`): the cost of a
+/// snapshot (writing the whole state) is then paid once per state's worth
+/// of log, whatever the entry sizes. openraft's own entry-count policy stays
+/// as a bound.
+async fn snapshot_ticks(raft: Raft, sm: StateMachineStore, log_bytes_min: u64, mut stop: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(SNAPSHOT_CHECK);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let (grown, snapshot_bytes) = sm.store().log_growth_since_snapshot();
+        if grown >= log_bytes_min.max(snapshot_bytes) {
+            // The counter resets when the snapshot is built.
+            if let Err(e) = raft.trigger().snapshot().await {
+                tracing::debug!(error = %e, "snapshot not triggered");
+            }
+        }
     }
 }
 

@@ -154,6 +154,46 @@ impl Proposer {
         }
     }
 
+    /// Queues commands forwarded by a follower with this node's own, so the
+    /// leader proposes one entry for all of them; each gets its own outcome.
+    /// Refuses (nothing queued) if this node no longer leads.
+    pub async fn propose_forwarded(
+        &self,
+        commands: Vec<Command>,
+        timeout: Duration,
+    ) -> Result<Vec<Decided>, ProposeError> {
+        let deadline = Instant::now() + timeout;
+        let mut receivers = Vec::with_capacity(commands.len());
+        for command in commands {
+            let (reply, rx) = oneshot::channel();
+            let pending = Pending {
+                command,
+                deadline,
+                reply,
+            };
+            match self.tx.try_send(pending) {
+                Ok(()) => receivers.push(rx),
+                // Earlier commands of this batch may be queued: their
+                // outcome is no longer known to the follower.
+                Err(_) if !receivers.is_empty() => {
+                    return Err(ProposeError::Unknown("the leader's queue filled mid-batch".into()))
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => return Err(ProposeError::Overloaded),
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(ProposeError::ShuttingDown),
+            }
+        }
+        let mut out = Vec::with_capacity(receivers.len());
+        for rx in receivers {
+            match tokio::time::timeout_at(deadline.into(), rx).await {
+                Ok(Ok(Ok(d))) => out.push(d),
+                Ok(Ok(Err(e))) => return Err(e),
+                Ok(Err(_)) => return Err(ProposeError::Unknown("the node stopped while deciding".into())),
+                Err(_) => return Err(ProposeError::Unknown("no decision before the write timeout".into())),
+            }
+        }
+        Ok(out)
+    }
+
     /// Decides a whole batch of commands as given (used by the batch
     /// endpoint), without waiting in the shared queue.
     pub async fn propose_many(&self, commands: Vec<Command>, timeout: Duration) -> Result<Vec<Decided>, ProposeError> {
@@ -169,6 +209,13 @@ async fn batch_loop(mut rx: mpsc::Receiver<Pending>, router: Arc<Router>) {
     let in_flight = Arc::new(Semaphore::new(router.config.batches_in_flight_max));
     let max = router.config.batch_commands_max;
     while let Some(first) = rx.recv().await {
+        // Wait for room first: while earlier batches are being decided,
+        // commands keep arriving and join this one. An idle node proposes at
+        // once; a busy one proposes bigger batches (one fsync and one
+        // replication round each).
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
         let mut batch = vec![first];
         while batch.len() < max {
             match rx.try_recv() {
@@ -185,9 +232,6 @@ async fn batch_loop(mut rx: mpsc::Receiver<Pending>, router: Arc<Router>) {
                 }
             }
         }
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
         let router = router.clone();
         tokio::spawn(async move {
             decide_batch(&router, batch).await;

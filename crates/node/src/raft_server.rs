@@ -3,6 +3,7 @@
 //! networks.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -18,7 +19,7 @@ use crate::peer::{
     PeerIdentity, RpcResult, HEADER_CLUSTER, HEADER_PEER_TOKEN, HEADER_TARGET, PATH_APPEND, PATH_PROPOSE,
     PATH_READ_INDEX, PATH_SNAPSHOT, PATH_VOTE,
 };
-use crate::proposer::{LocalError, ProposeAnswer, ProposeError, ProposeRequest, Router};
+use crate::proposer::{ProposeAnswer, ProposeRequest, Proposer, Router};
 use crate::reads::ReadIndexAnswer;
 use crate::tokens::constant_time_eq;
 
@@ -32,14 +33,19 @@ struct RaftState {
     identity: PeerIdentity,
     raft: Raft,
     router: Arc<Router>,
+    proposer: Proposer,
+    write_timeout: Duration,
 }
 
-pub fn app(node_id: NodeId, identity: PeerIdentity, router: Arc<Router>) -> AxumRouter {
+pub fn app(node_id: NodeId, identity: PeerIdentity, proposer: Proposer, write_timeout: Duration) -> AxumRouter {
+    let router = proposer.router().clone();
     let state = RaftState {
         node_id,
         identity,
         raft: router.raft().clone(),
         router,
+        proposer,
+        write_timeout,
     };
     AxumRouter::new()
         .route(PATH_APPEND, post(append))
@@ -122,7 +128,8 @@ async fn snapshot(State(s): State<RaftState>, headers: HeaderMap, body: Bytes) -
     }
 }
 
-/// A follower's batch: proposed here only if this node leads (no chains).
+/// A follower's batch: joins this leader's own batch queue, so one entry
+/// carries commands from every node. Refused if this node does not lead.
 async fn propose(State(s): State<RaftState>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = check(&s, &headers) {
         return r;
@@ -134,11 +141,12 @@ async fn propose(State(s): State<RaftState>, headers: HeaderMap, body: Bytes) ->
     if s.router.leader().map(|(id, _)| id) != Some(s.node_id) {
         return encode(&ProposeAnswer::NotLeader);
     }
-    encode(&match s.router.propose_here(req.commands).await {
-        Ok(decided) => ProposeAnswer::Decided(decided),
-        Err(LocalError::NotLeader) => ProposeAnswer::NotLeader,
-        Err(LocalError::Unknown(e)) => ProposeAnswer::Failed(ProposeError::Unknown(e)),
-    })
+    encode(
+        &match s.proposer.propose_forwarded(req.commands, s.write_timeout).await {
+            Ok(decided) => ProposeAnswer::Decided(decided),
+            Err(e) => ProposeAnswer::Failed(e),
+        },
+    )
 }
 
 async fn read_index(State(s): State<RaftState>, headers: HeaderMap) -> Response {

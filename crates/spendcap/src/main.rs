@@ -7,6 +7,12 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: the node allocates many small, short-lived objects across
+/// threads (requests, batches, records); glibc's malloc showed up as a
+/// fifth of the node's user time in profiles (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "spendcap",

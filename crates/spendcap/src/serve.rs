@@ -58,9 +58,13 @@ pub struct ServeArgs {
     election_timeout_min_ms: u64,
     #[arg(long, env = "SPENDCAP_ELECTION_TIMEOUT_MAX_MS", default_value_t = 2000)]
     election_timeout_max_ms: u64,
-    /// Build a snapshot after this many entries.
-    #[arg(long, env = "SPENDCAP_SNAPSHOT_LOGS", default_value_t = 10_000)]
+    /// Build a snapshot after this many entries...
+    #[arg(long, env = "SPENDCAP_SNAPSHOT_LOGS", default_value_t = 100_000)]
     snapshot_logs: u64,
+    /// ...or once the log since the last snapshot holds this many bytes and
+    /// at least the last snapshot's size.
+    #[arg(long, env = "SPENDCAP_SNAPSHOT_LOG_BYTES_MIN", default_value_t = 64 * 1024 * 1024)]
+    snapshot_log_bytes_min: u64,
     /// Entries kept behind a snapshot for slow followers.
     #[arg(long, env = "SPENDCAP_LOGS_TO_KEEP", default_value_t = 1_000)]
     logs_to_keep: u64,
@@ -68,7 +72,7 @@ pub struct ServeArgs {
     batch_commands_max: usize,
     #[arg(long, env = "SPENDCAP_BATCH_LINGER_US", default_value_t = 0)]
     batch_linger_us: u64,
-    #[arg(long, env = "SPENDCAP_BATCHES_IN_FLIGHT_MAX", default_value_t = 4)]
+    #[arg(long, env = "SPENDCAP_BATCHES_IN_FLIGHT_MAX", default_value_t = 2)]
     batches_in_flight_max: usize,
     /// How long a write waits before answering `outcome_unknown`.
     #[arg(long, env = "SPENDCAP_WRITE_TIMEOUT_MS", default_value_t = 5000)]
@@ -119,6 +123,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         election_timeout_min: Duration::from_millis(a.election_timeout_min_ms),
         election_timeout_max: Duration::from_millis(a.election_timeout_max_ms),
         snapshot_logs_since_last: a.snapshot_logs,
+        snapshot_log_bytes_min: a.snapshot_log_bytes_min,
         logs_to_keep_after_snapshot: a.logs_to_keep,
         ..RaftTuning::default()
     };

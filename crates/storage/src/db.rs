@@ -1,6 +1,7 @@
 //! The RocksDB instance and its column families.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,6 +19,9 @@ pub(crate) const CF_APPLIED: &str = "applied";
 pub(crate) const CF_HISTORY: &str = "history";
 
 pub(crate) const COLUMN_FAMILIES: [&str; 5] = [CF_LOG, CF_RAFT, CF_STATE, CF_APPLIED, CF_HISTORY];
+
+/// All memtables together, at most (RocksDB flushes the largest beyond it).
+const DB_WRITE_BUFFER_BYTES_MAX: usize = 64 << 20;
 
 /// Version byte in front of every value this crate writes (the ledger's own
 /// records carry their own).
@@ -38,6 +42,11 @@ pub enum StoreError {
 struct Inner {
     db: DB,
     dir: PathBuf,
+    /// Bytes of log entries appended since this process started.
+    log_bytes_appended: AtomicU64,
+    /// `log_bytes_appended` when the last snapshot was built, and its size.
+    log_bytes_at_snapshot: AtomicU64,
+    snapshot_bytes: AtomicU64,
 }
 
 /// A handle on the node's RocksDB; cheap to clone.
@@ -58,9 +67,21 @@ pub fn open(dir: &Path) -> Result<Store, StoreError> {
     options.set_max_total_wal_size(256 << 20);
     options.set_keep_log_file_num(4);
     options.set_max_background_jobs(2);
+    // The state column family takes most writes (every hold and idempotency
+    // record an entry touches) and is only ever read whole (at start and for
+    // snapshots), never by key: an unsorted vector memtable makes its
+    // inserts O(1) instead of a skip-list search. Vector memtables need
+    // writes to one memtable at a time.
+    options.set_allow_concurrent_memtable_write(false);
+    // Memtables are bounded in total: the state lives in the ledger's own
+    // memory already, RocksDB only needs to buffer what it writes.
+    options.set_db_write_buffer_size(DB_WRITE_BUFFER_BYTES_MAX);
     let cfs = COLUMN_FAMILIES.iter().map(|name| {
         let mut cf = Options::default();
-        cf.set_write_buffer_size(32 << 20);
+        cf.set_write_buffer_size(if *name == CF_LOG { 16 << 20 } else { 8 << 20 });
+        if *name == CF_STATE {
+            cf.set_memtable_factory(rocksdb::MemtableFactory::Vector);
+        }
         ColumnFamilyDescriptor::new(*name, cf)
     });
     let db = DB::open_cf_descriptors(&options, dir.join("db"), cfs)?;
@@ -68,6 +89,9 @@ pub fn open(dir: &Path) -> Result<Store, StoreError> {
         inner: Arc::new(Inner {
             db,
             dir: dir.to_path_buf(),
+            log_bytes_appended: AtomicU64::new(0),
+            log_bytes_at_snapshot: AtomicU64::new(0),
+            snapshot_bytes: AtomicU64::new(0),
         }),
     })
 }
@@ -114,6 +138,28 @@ impl Store {
         let result = self.inner.db.flush_wal(true);
         metrics::histogram!(api::metrics::STORAGE_FSYNC_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
         result
+    }
+
+    pub(crate) fn count_log_bytes(&self, bytes: u64) {
+        self.inner.log_bytes_appended.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot_built(&self, bytes: u64) {
+        let appended = self.inner.log_bytes_appended.load(Ordering::Relaxed);
+        self.inner.log_bytes_at_snapshot.store(appended, Ordering::Relaxed);
+        self.inner.snapshot_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Log bytes appended since the last snapshot this process built, and
+    /// that snapshot's size (0 when none yet): a snapshot is worth building
+    /// once the log since the last one is about as big as the state.
+    pub fn log_growth_since_snapshot(&self) -> (u64, u64) {
+        let appended = self.inner.log_bytes_appended.load(Ordering::Relaxed);
+        let at = self.inner.log_bytes_at_snapshot.load(Ordering::Relaxed);
+        (
+            appended.saturating_sub(at),
+            self.inner.snapshot_bytes.load(Ordering::Relaxed),
+        )
     }
 
     /// Approximate bytes on disk (SST files and memtables).

@@ -171,9 +171,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = WriteBatch::default();
         let cf = self.store.cf(CF_LOG);
+        let mut bytes = 0u64;
         for entry in entries {
-            batch.put_cf(cf, index_key(entry.log_id.index), encode(&entry));
+            let value = encode(&entry);
+            bytes += value.len() as u64;
+            batch.put_cf(cf, index_key(entry.log_id.index), value);
         }
+        self.store.count_log_bytes(bytes);
         // The entries must be readable when append returns, and durable
         // before the callback: one synced write does both.
         let result = self.blocking(move |store| Ok(store.write_synced(batch)?)).await;

@@ -146,7 +146,10 @@ impl StateMachineStore {
 
     fn record_recent(&self, log_index: u64, time_ms: u64, commands: &[Command], outcomes: &[Outcome]) {
         let Ok(mut recent) = self.recent.lock() else { return };
-        for (i, (c, o)) in commands.iter().zip(outcomes).enumerate() {
+        // Only the last RECENT_DECISIONS_MAX of a big entry can survive in
+        // the ring: do not build the others.
+        let skip = commands.len().saturating_sub(RECENT_DECISIONS_MAX);
+        for (i, (c, o)) in commands.iter().zip(outcomes).enumerate().skip(skip) {
             let (kind, session_id, tool) = match c {
                 Command::Authorize(a) => ("authorize", Some(a.session_id.to_string()), Some(a.tool.to_string())),
                 Command::Capture(_) => ("capture", None, None),
@@ -313,6 +316,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         let (meta, path) = tokio::task::spawn_blocking(move || {
             let (meta, path) = Self::build_snapshot_file(&store)?;
             Self::set_current_snapshot(&store, &meta, &path)?;
+            store.snapshot_built(fs::metadata(&path).map(|m| m.len()).unwrap_or(0));
             Ok::<_, StoreError>((meta, path))
         })
         .await
