@@ -238,6 +238,17 @@ impl Model {
         out
     }
 
+    /// Whether `request`'s idempotency key already has a first answer.
+    pub fn knows_key(&self, request: &Request) -> bool {
+        match request {
+            Request::Authorize { session, key, .. } => self.keys.contains_key(&(session.clone(), key.clone())),
+            Request::Capture { authorization, key, .. } | Request::Void { authorization, key, .. } => {
+                self.keys.contains_key(&(authorization.clone(), key.clone()))
+            }
+            _ => false,
+        }
+    }
+
     /// What `request` must answer at log time `t` (after [`Model::advance`]
     /// to `t`).
     pub fn expect(&self, request: &Request, t: u64) -> Expected {
@@ -437,6 +448,26 @@ impl Model {
                     self.resolve(id, HoldState::Expired, 0);
                 } else {
                     self.deadlines.insert((*expires_at_ms, id.clone()));
+                }
+                Ok(())
+            }
+            (
+                Request::Authorize { session, key, .. },
+                Response::Decision {
+                    approved: false,
+                    reason: Some(reason),
+                    ..
+                },
+            ) => {
+                // A denial of a known session binds its key: later attempts
+                // get it again (the ledger remembers it like an approval).
+                if reason.as_str() != "unknown_session" && self.sessions.contains_key(session) {
+                    let scoped = (session.clone(), key.clone());
+                    if !self.keys.contains_key(&scoped) {
+                        let mut first = response.clone();
+                        set_replayed(&mut first, false);
+                        self.keys.insert(scoped, first);
+                    }
                 }
                 Ok(())
             }

@@ -142,7 +142,7 @@ fn settings(a: RunArgs) -> anyhow::Result<Settings> {
             .unwrap_or_else(|| if q { vec![16] } else { vec![1, 16, 64, 256] }),
         open_rates_per_second: a
             .open_rates
-            .unwrap_or_else(|| if q { vec![500] } else { vec![500, 2000, 8000] }),
+            .unwrap_or_else(|| if q { vec![500] } else { vec![1000, 5000, 10_000] }),
         open_inflight_max: a.open_inflight_max.unwrap_or(256),
         warmup_seconds: a.warmup_seconds.unwrap_or(pick(0.25, 2.0)),
         measure_seconds: a.measure_seconds.unwrap_or(pick(0.75, 10.0)),
@@ -153,7 +153,7 @@ fn settings(a: RunArgs) -> anyhow::Result<Settings> {
         seed_sessions: a.seed_sessions.unwrap_or(if q { 2000 } else { 10_000 }),
         seed_sessions_max: a.seed_sessions_max.unwrap_or(if q { 50_000 } else { 300_000 }),
         seed_calls_per_session: a.seed_calls_per_session,
-        batch_items: a.batch_items.unwrap_or(if q { 50 } else { 100 }),
+        batch_items: a.batch_items.unwrap_or(if q { 50 } else { 1000 }),
         postgres_pool_connections_max: a.postgres_pool_connections_max,
         redis_connections_max: a.redis_connections_max,
         etcd_attempts_max: a.etcd_attempts_max,

@@ -365,7 +365,8 @@ impl HoldStatus {
     }
 }
 
-/// Why an authorization was denied. A denial changes nothing.
+/// Why an authorization was denied. A denial moves no money; its idempotency
+/// key (if any) remembers it, so a retry gets the same denial.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DenyReason {
     UnknownSession,

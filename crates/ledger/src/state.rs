@@ -585,51 +585,19 @@ impl Ledger {
             return outcome;
         }
         let now = self.meta.now_ms;
-        if session.revoked {
-            return Outcome::Denied(DenyReason::SessionRevoked);
-        }
-        if now >= session.expires_at_ms {
-            return Outcome::Denied(DenyReason::SessionExpired);
-        }
-        let amount = match c.amount.resolve(session.asset.decimals) {
-            Ok(a) => a,
-            Err(e) => return Outcome::Refused(Refusal::InvalidAmount { message: e.to_string() }),
+        let (amount, chain) = match self.authorize_checks(session, c, now) {
+            Ok(checked) => checked,
+            Err(Outcome::Denied(reason)) => {
+                // A denial moves no money, but its key remembers it: a
+                // retry, or a late copy of the first attempt still in
+                // flight, gets this denial again and can never turn into an
+                // approval after the caller was told "denied".
+                let outcome = Outcome::Denied(reason);
+                self.remember(key, Some(c.session_id.clone()), fp, &outcome);
+                return outcome;
+            }
+            Err(other) => return other,
         };
-
-        // Check every level before touching any: a denial changes nothing.
-        if let Some(tc) = session.tool_caps.get(&c.tool) {
-            if !tc.usage.fits(tc.cap, amount) {
-                return Outcome::Denied(DenyReason::ToolCap {
-                    tool: c.tool.clone(),
-                    budget_id: None,
-                    remaining: tc.remaining(),
-                });
-            }
-        }
-        if !session.limit.usage.fits(session.limit.cap, amount) {
-            return Outcome::Denied(DenyReason::SessionCap {
-                remaining: session.limit.remaining(),
-            });
-        }
-        let chain = self.budget_chain(session);
-        for budget_id in &chain {
-            let b = &self.budgets[budget_id];
-            if let Some(tc) = b.tool_caps.get(&c.tool) {
-                if !tc.usage.fits(tc.cap, amount) {
-                    return Outcome::Denied(DenyReason::ToolCap {
-                        tool: c.tool.clone(),
-                        budget_id: Some(budget_id.clone()),
-                        remaining: tc.remaining(),
-                    });
-                }
-            }
-            if !b.limit.usage.fits(b.limit.cap, amount) {
-                return Outcome::Denied(DenyReason::BudgetCap {
-                    budget_id: budget_id.clone(),
-                    remaining: b.limit.remaining(),
-                });
-            }
-        }
 
         // Reserve at every level.
         let session = self.sessions.get_mut(&c.session_id).expect("looked up above");
@@ -684,6 +652,56 @@ impl Ledger {
         };
         self.remember(key, Some(c.session_id.clone()), fp, &outcome);
         outcome
+    }
+
+    /// Every check of an authorization, touching nothing: the amount in the
+    /// session's asset and the budgets it draws on, or the denial (or
+    /// refusal) to answer.
+    fn authorize_checks(&self, session: &Session, c: &Authorize, now: u64) -> Result<(Amount, Vec<BudgetId>), Outcome> {
+        if session.revoked {
+            return Err(Outcome::Denied(DenyReason::SessionRevoked));
+        }
+        if now >= session.expires_at_ms {
+            return Err(Outcome::Denied(DenyReason::SessionExpired));
+        }
+        let amount = c
+            .amount
+            .resolve(session.asset.decimals)
+            .map_err(|e| Outcome::Refused(Refusal::InvalidAmount { message: e.to_string() }))?;
+        if let Some(tc) = session.tool_caps.get(&c.tool) {
+            if !tc.usage.fits(tc.cap, amount) {
+                return Err(Outcome::Denied(DenyReason::ToolCap {
+                    tool: c.tool.clone(),
+                    budget_id: None,
+                    remaining: tc.remaining(),
+                }));
+            }
+        }
+        if !session.limit.usage.fits(session.limit.cap, amount) {
+            return Err(Outcome::Denied(DenyReason::SessionCap {
+                remaining: session.limit.remaining(),
+            }));
+        }
+        let chain = self.budget_chain(session);
+        for budget_id in &chain {
+            let b = &self.budgets[budget_id];
+            if let Some(tc) = b.tool_caps.get(&c.tool) {
+                if !tc.usage.fits(tc.cap, amount) {
+                    return Err(Outcome::Denied(DenyReason::ToolCap {
+                        tool: c.tool.clone(),
+                        budget_id: Some(budget_id.clone()),
+                        remaining: tc.remaining(),
+                    }));
+                }
+            }
+            if !b.limit.usage.fits(b.limit.cap, amount) {
+                return Err(Outcome::Denied(DenyReason::BudgetCap {
+                    budget_id: budget_id.clone(),
+                    remaining: b.limit.remaining(),
+                }));
+            }
+        }
+        Ok((amount, chain))
     }
 
     /// Finds a live hold the caller may resolve, or the refusal. A retried

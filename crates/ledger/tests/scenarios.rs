@@ -167,22 +167,45 @@ fn seed_example_three_tens_against_twenty_five() {
 }
 
 #[test]
-fn denial_changes_nothing() {
+fn denial_moves_no_money_but_binds_its_key() {
     let mut w = World::new();
     w.session("s1", "25", None, &[]);
     approved(&w.authorize("s1", "20", "t", Some("a")));
     w.ledger.take_changes();
-    let before: Vec<_> = w.ledger.records().filter(|(k, _)| k[0] != b'M').collect();
+    let money = |w: &World| -> Vec<_> {
+        w.ledger
+            .records()
+            .filter(|(k, _)| k[0] != b'M' && k[0] != b'I')
+            .collect()
+    };
+    let before = money(&w);
     let out = w.authorize("s1", "10", "t", Some("b"));
-    assert!(matches!(out, Outcome::Denied(DenyReason::SessionCap { .. })));
-    let after: Vec<_> = w.ledger.records().filter(|(k, _)| k[0] != b'M').collect();
-    assert_eq!(before, after, "a denial must leave no record behind");
+    assert_eq!(out, Outcome::Denied(DenyReason::SessionCap { remaining: usd("5") }));
+    assert_eq!(
+        before,
+        money(&w),
+        "a denial must leave no hold, budget or session change"
+    );
     let changes = w.ledger.take_changes();
     assert!(changes.history.is_empty());
-    assert_eq!(changes.dirty.into_iter().collect::<Vec<_>>(), vec![RecordKey::Meta]);
-    // Not even the idempotency key: a retry is decided afresh.
+    let dirty: Vec<_> = changes.dirty.into_iter().collect();
+    assert_eq!(dirty.len(), 2, "only the clock and the key: {dirty:?}");
+    assert!(dirty.contains(&RecordKey::Meta));
+    assert!(dirty.iter().any(|k| matches!(k, RecordKey::Idempotency(_))));
+    // Money freed later does not turn the key into an approval: a retry, or
+    // a late copy of the first attempt, gets the first answer again.
     w.void(HoldId(0), Caller::Admin);
-    approved(&w.authorize("s1", "10", "t", Some("b")));
+    assert_eq!(
+        w.authorize("s1", "10", "t", Some("b")),
+        Outcome::Denied(DenyReason::SessionCap { remaining: usd("5") })
+    );
+    assert_eq!(w.remaining("s1"), usd("25"));
+    // The same key with other parameters is a conflict; a new key is decided.
+    assert_eq!(
+        w.authorize("s1", "11", "t", Some("b")),
+        Outcome::Refused(Refusal::IdempotencyConflict)
+    );
+    approved(&w.authorize("s1", "10", "t", Some("c")));
 }
 
 #[test]

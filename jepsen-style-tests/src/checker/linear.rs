@@ -614,6 +614,19 @@ pub fn check_linearizable(history: &History, final_state: Option<&FinalState>, o
     let floats_total = floats.len();
     let mut shown_by_answers = 0usize;
 
+    // The earliest unknown attempt of each key. A denial of a key that had
+    // an earlier unknown attempt may be that attempt's decision replayed
+    // (a denial binds its key), taken at an earlier log position the history
+    // does not show: its figures are not checked against the model here,
+    // only its binding of the key is kept.
+    let mut unknown_since: HashMap<KeyId, u64> = HashMap::new();
+    for op in ops {
+        if let (true, Some(k)) = (op.is_info(), key_id(&op.request)) {
+            let e = unknown_since.entry(k).or_insert(op.invoke_ns);
+            *e = (*e).min(op.invoke_ns);
+        }
+    }
+
     let mut i = 0usize;
     let mut replayed_ops = 0usize;
     while i < writes.len() {
@@ -683,15 +696,24 @@ pub fn check_linearizable(history: &History, final_state: Option<&FinalState>, o
             commit_floats(&mut model, &mut floats, &mut v, |f| {
                 primary.pos >= f.deadline || (fresh_number.is_some() && f.number.is_some() && fresh_number > f.number)
             });
-            let (result, ambiguous, shown) = evaluate_with_floats(
-                &mut model,
-                &mut floats,
-                &shares,
-                &primary.op.request,
-                primary.resp,
-                lo,
-                hi,
-            );
+            let denial_after_unknown = matches!(primary.resp, Response::Decision { approved: false, .. })
+                && !model.knows_key(&primary.op.request)
+                && key_id(&primary.op.request)
+                    .and_then(|k| unknown_since.get(&k))
+                    .is_some_and(|since| *since < primary.op.invoke_ns);
+            let (result, ambiguous, shown) = if denial_after_unknown {
+                (Ok(lo), true, 0)
+            } else {
+                evaluate_with_floats(
+                    &mut model,
+                    &mut floats,
+                    &shares,
+                    &primary.op.request,
+                    primary.resp,
+                    lo,
+                    hi,
+                )
+            };
             shown_by_answers += shown;
             if ambiguous {
                 ambiguous_ops += 1;

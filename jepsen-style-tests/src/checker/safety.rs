@@ -491,14 +491,16 @@ pub fn check_denials(history: &History, final_state: Option<&FinalState>) -> Ver
                         .and_then(|k| by_key.get(&(h.session.as_str(), k)))
                         .map(Vec::as_slice)
                         .unwrap_or(&[]);
-                    if attempts.iter().any(|o| o.is_info()) {
+                    // A denial binds its key: no attempt of it, not even an
+                    // unknown one still in flight, may leave a hold after.
+                    let denied = attempts
+                        .iter()
+                        .any(|o| matches!(o.ok(), Some(Response::Decision { approved: false, .. })));
+                    if !denied && attempts.iter().any(|o| o.is_info()) {
                         // An unknown outcome that took effect: checker 5
                         // reports it when no retry resolved it.
                         continue;
                     }
-                    let denied = attempts
-                        .iter()
-                        .any(|o| matches!(o.ok(), Some(Response::Decision { approved: false, .. })));
                     if denied {
                         v.violation(format!(
                             "node{}: hold {id} ({} key {:?}, {}) was left by a denied authorization",

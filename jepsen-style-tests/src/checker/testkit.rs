@@ -637,6 +637,88 @@ fn an_unresolved_unknown_is_invalid() {
     );
 }
 
+/// The shape a CI run once produced: a first attempt of `k2` times out (it
+/// sits in an isolated node's queue), its retry elsewhere is denied, money
+/// is freed, and then the first attempt arrives at the leader. A denial
+/// binds its key, so the late attempt must get the denial again: a hold
+/// from `k2` is invalid; without one, the retry's stale figures (those of
+/// the first decision, unseen in the history) are valid.
+fn late_first_attempt(left_a_hold: bool) -> CheckReport {
+    let mut k = Kit::new(&[("s1", 25 * D)]);
+    k.approve(0, "s1", "k0", 10 * D, "au_0", Pos::new(5, 0), 15 * D, 0, 20);
+    k.approve(1, "s1", "k1", 10 * D, "au_1", Pos::new(5, 1), 5 * D, 0, 20);
+    k.op(
+        2,
+        auth("s1", "k2", 10 * D, 600),
+        30,
+        1530,
+        Outcome::Info {
+            reason: "client timeout".into(),
+        },
+    );
+    k.op(
+        3,
+        Request::Void {
+            authorization: "au_0".into(),
+            session: "s1".into(),
+            key: "v0".into(),
+        },
+        1600,
+        1610,
+        Outcome::Ok {
+            response: Response::Voided {
+                authorization_id: "au_0".into(),
+                released: 10 * D,
+                replayed: false,
+                pos: Pos::new(7, 0),
+            },
+        },
+    );
+    // The retry, decided at 8 but answering the first decision (5 left).
+    k.deny(4, "s1", "k2", 10 * D, Pos::new(8, 0), 5 * D, 1700, 1710);
+    let mut fs = k.final_state();
+    for n in &mut fs.nodes {
+        if let Some(h) = n.holds.get_mut("au_0") {
+            h.status = "voided".into();
+        }
+        if left_a_hold {
+            n.holds.insert(
+                "au_2".into(),
+                HoldFinal {
+                    session: "s1".into(),
+                    tool: "search".into(),
+                    amount: 10 * D,
+                    status: "held".into(),
+                    captured: 0,
+                    key: Some("k2".into()),
+                    expires_at_ms: T0 + 600_000,
+                },
+            );
+        }
+        if let Some(s) = n.sessions.get_mut("s1") {
+            s.limit.held = if left_a_hold { 20 * D } else { 10 * D };
+            s.remaining = 25 * D - s.limit.held;
+        }
+    }
+    check(&k, &fs)
+}
+
+#[test]
+fn a_denial_binds_its_key_for_a_late_first_attempt() {
+    let r = late_first_attempt(false);
+    for v in &r.verdicts {
+        assert!(v.valid, "{} flagged it: {:?}", v.checker, v.violations);
+    }
+    let r = late_first_attempt(true);
+    let v = verdict(&r, "denial-left-nothing");
+    assert!(!v.valid);
+    assert!(
+        v.violations.iter().any(|x| x.contains("left by a denied")),
+        "{:?}",
+        v.violations
+    );
+}
+
 #[test]
 fn a_denial_that_left_a_hold_is_invalid() {
     let k = valid_seed();
