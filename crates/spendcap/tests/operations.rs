@@ -196,6 +196,7 @@ async fn a_node_is_replaced_by_adding_a_learner_promoting_it_and_removing_the_ol
     cluster.stop(old);
 
     // The cluster without the old node decides, and the new node has it all.
+    cluster.wait_ready(new).await;
     let c = cluster.client(new);
     let d = c.authorize("s3", &hold("1", "after-replace")).await.expect("authorize");
     assert_eq!(d.decision, "approved");
