@@ -134,29 +134,16 @@ impl Proposer {
     /// Decides one command, batched with whatever else is waiting.
     pub async fn propose(&self, command: Command, timeout: Duration) -> Result<Decided, ProposeError> {
         let deadline = Instant::now() + timeout;
-        let (reply, rx) = oneshot::channel();
-        let pending = Pending {
-            command,
-            deadline,
-            reply,
-        };
-        match self.tx.try_send(pending) {
-            Ok(()) => {}
+        let rx = match self.enqueue(command, deadline) {
+            Ok(rx) => rx,
             Err(mpsc::error::TrySendError::Full(_)) => return Err(ProposeError::Overloaded),
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(ProposeError::ShuttingDown),
-        }
-        match tokio::time::timeout_at(deadline.into(), rx).await {
-            Ok(Ok(result)) => result,
-            // The batch task ended without answering: the node is stopping
-            // and the command may have been proposed.
-            Ok(Err(_)) => Err(ProposeError::Unknown("the node stopped while deciding".into())),
-            Err(_) => Err(ProposeError::Unknown("no decision before the write timeout".into())),
-        }
+        };
+        wait_reply(rx, deadline).await
     }
 
     /// Queues commands forwarded by a follower with this node's own, so the
     /// leader proposes one entry for all of them; each gets its own outcome.
-    /// Refuses (nothing queued) if this node no longer leads.
     pub async fn propose_forwarded(
         &self,
         commands: Vec<Command>,
@@ -165,14 +152,8 @@ impl Proposer {
         let deadline = Instant::now() + timeout;
         let mut receivers = Vec::with_capacity(commands.len());
         for command in commands {
-            let (reply, rx) = oneshot::channel();
-            let pending = Pending {
-                command,
-                deadline,
-                reply,
-            };
-            match self.tx.try_send(pending) {
-                Ok(()) => receivers.push(rx),
+            match self.enqueue(command, deadline) {
+                Ok(rx) => receivers.push(rx),
                 // Earlier commands of this batch may be queued: their
                 // outcome is no longer known to the follower.
                 Err(_) if !receivers.is_empty() => {
@@ -184,14 +165,23 @@ impl Proposer {
         }
         let mut out = Vec::with_capacity(receivers.len());
         for rx in receivers {
-            match tokio::time::timeout_at(deadline.into(), rx).await {
-                Ok(Ok(Ok(d))) => out.push(d),
-                Ok(Ok(Err(e))) => return Err(e),
-                Ok(Err(_)) => return Err(ProposeError::Unknown("the node stopped while deciding".into())),
-                Err(_) => return Err(ProposeError::Unknown("no decision before the write timeout".into())),
-            }
+            out.push(wait_reply(rx, deadline).await?);
         }
         Ok(out)
+    }
+
+    fn enqueue(
+        &self,
+        command: Command,
+        deadline: Instant,
+    ) -> Result<oneshot::Receiver<Result<Decided, ProposeError>>, mpsc::error::TrySendError<Pending>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.try_send(Pending {
+            command,
+            deadline,
+            reply,
+        })?;
+        Ok(rx)
     }
 
     /// Decides a whole batch of commands as given (used by the batch
@@ -202,6 +192,20 @@ impl Proposer {
 
     pub fn router(&self) -> &Arc<Router> {
         &self.router
+    }
+}
+
+/// The outcome of a queued command, or "unknown" when none came in time.
+async fn wait_reply(
+    rx: oneshot::Receiver<Result<Decided, ProposeError>>,
+    deadline: Instant,
+) -> Result<Decided, ProposeError> {
+    match tokio::time::timeout_at(deadline.into(), rx).await {
+        Ok(Ok(result)) => result,
+        // The batch task ended without answering: the node is stopping and
+        // the command may have been proposed.
+        Ok(Err(_)) => Err(ProposeError::Unknown("the node stopped while deciding".into())),
+        Err(_) => Err(ProposeError::Unknown("no decision before the write timeout".into())),
     }
 }
 
