@@ -112,12 +112,16 @@ pub struct Authorize {
     pub context: DecisionContext,
 }
 
-/// Who asks to resolve a hold: the admin, or a session (which may touch only
-/// its own holds).
+/// Who asks to resolve a hold: the admin, a session (which may touch only
+/// its own holds, and never one pinned as settling), or the payment gateway
+/// (which pins holds while a signed payment may be in flight, and is the only
+/// party besides the admin that may resolve a pinned hold).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Caller {
     Admin,
     Session(SessionId),
+    /// Added after `Session`: postcard encodes variants by index.
+    Gateway,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -435,6 +439,9 @@ pub enum Refusal {
     Forbidden,
     /// The idempotency key was used before with different parameters.
     IdempotencyConflict,
+    /// The hold is pinned as settling (a signed payment may be in flight):
+    /// only the gateway or the admin may resolve it, never the session.
+    HoldSettling,
 }
 
 impl Refusal {
@@ -464,6 +471,7 @@ impl Refusal {
             Refusal::AmountExceedsHold { .. } => "amount_exceeds_hold",
             Refusal::Forbidden => "forbidden",
             Refusal::IdempotencyConflict => "idempotency_conflict",
+            Refusal::HoldSettling => "hold_settling",
         }
     }
 }

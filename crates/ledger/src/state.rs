@@ -316,10 +316,10 @@ impl Ledger {
             }
             None => return Outcome::Refused(Refusal::UnknownAuthorization),
         };
-        if let Caller::Session(s) = &c.caller {
-            if s != &hold.session_id {
-                return Outcome::Refused(Refusal::Forbidden);
-            }
+        // Pinning is the gateway's (or the admin's) act: a session has no
+        // reason to pin, and must never own a pinned hold's fate.
+        if let Caller::Session(_) = &c.caller {
+            return Outcome::Refused(Refusal::Forbidden);
         }
         if let Some(existing) = &hold.settling {
             return if existing.reference == c.reference {
@@ -729,6 +729,10 @@ impl Ledger {
         match self.holds.get(&hold_id) {
             Some(hold) => match caller {
                 Caller::Session(s) if s != &hold.session_id => Err(Outcome::Refused(Refusal::Forbidden)),
+                // A pinned hold may have a signed payment in flight: the
+                // agent must not be able to release it (its spend would
+                // escape the cap); only the gateway or the admin resolves it.
+                Caller::Session(_) if hold.settling.is_some() => Err(Outcome::Refused(Refusal::HoldSettling)),
                 _ => Ok(hold),
             },
             // Ids are handed out in order: a smaller one existed and is

@@ -613,12 +613,35 @@ fn a_hold_with_a_payment_in_flight_does_not_expire() {
         mark(&mut w, Caller::Session(sid("s2")), "n1"),
         Outcome::Refused(Refusal::Forbidden)
     );
+    // Pinning is the gateway's act, not the agent's: even its own session
+    // may not pin.
     assert_eq!(
         mark(&mut w, Caller::Session(sid("s1")), "n1"),
+        Outcome::Refused(Refusal::Forbidden)
+    );
+    assert_eq!(
+        mark(&mut w, Caller::Gateway, "n1"),
         Outcome::SettlingMarked {
             hold_id: h,
             already: false
         }
+    );
+    // The agent can neither void nor capture a pinned hold: a signed payment
+    // may be in flight, and releasing the hold would let that spend escape
+    // the cap.
+    assert_eq!(
+        w.void(h, Caller::Session(sid("s1"))),
+        Outcome::Refused(Refusal::HoldSettling)
+    );
+    assert_eq!(
+        w.run(Command::Capture(Capture {
+            hold_id: h,
+            caller: Caller::Session(sid("s1")),
+            amount: Some(AmountInput::Decimal("1".into())),
+            receipt: ReceiptInput::default(),
+            idempotency_key: None,
+        })),
+        Outcome::Refused(Refusal::HoldSettling)
     );
     assert_eq!(
         mark(&mut w, Caller::Admin, "n1"),

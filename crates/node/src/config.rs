@@ -27,6 +27,10 @@ pub struct NodeConfig {
     pub admin_token: Option<String>,
     /// Shared secret for Raft RPCs between nodes; optional.
     pub peer_token: Option<String>,
+    /// The x402 gateway's bearer token (see `Principal::Gateway`): the only
+    /// credential besides the admin's that may pin holds as settling and
+    /// resolve pinned holds. `None`: no gateway may connect.
+    pub gateway_token: Option<String>,
     pub limits: Limits,
     pub raft: RaftTuning,
 }

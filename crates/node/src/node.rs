@@ -76,6 +76,9 @@ impl Node {
     pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
         std::fs::create_dir_all(&config.data_dir).map_err(storage::StoreError::from)?;
         let admin_token = load_admin_token(config.admin_token.as_deref(), &config.data_dir)?;
+        if let Some(g) = &config.gateway_token {
+            crate::tokens::check_gateway_token(g, admin_token.value())?;
+        }
         let (log_store, sm) = storage::open_raft_storage(&config.data_dir)?;
 
         let identity = PeerIdentity {
@@ -130,6 +133,7 @@ impl Node {
             node_id: config.node_id,
             cluster: config.cluster.clone(),
             admin_token: admin_token.value().to_string(),
+            gateway_token: config.gateway_token.clone(),
             raft: raft.clone(),
             sm: sm.clone(),
             proposer: proposer.clone(),

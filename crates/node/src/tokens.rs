@@ -49,6 +49,8 @@ pub enum AdminTokenError {
     Io { path: String, source: std::io::Error },
     #[error("admin token must be 16 to {TOKEN_BYTES_MAX} visible ASCII characters")]
     Invalid,
+    #[error("gateway token must be 16 to {TOKEN_BYTES_MAX} visible ASCII characters and differ from the admin token")]
+    InvalidGateway,
 }
 
 /// Where the admin token came from.
@@ -66,6 +68,15 @@ impl AdminToken {
             AdminToken::Configured(t) | AdminToken::Stored(t) | AdminToken::Generated(t) => t,
         }
     }
+}
+
+/// The gateway token must be a valid token and must differ from the admin
+/// token (a gateway that held the admin token could do anything).
+pub fn check_gateway_token(gateway: &str, admin: &str) -> Result<(), AdminTokenError> {
+    if !valid(gateway) || constant_time_eq(gateway.as_bytes(), admin.as_bytes()) {
+        return Err(AdminTokenError::InvalidGateway);
+    }
+    Ok(())
 }
 
 fn valid(token: &str) -> bool {

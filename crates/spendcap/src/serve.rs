@@ -50,6 +50,11 @@ pub struct ServeArgs {
     /// Shared secret required on Raft RPCs.
     #[arg(long, env = "SPENDCAP_PEER_TOKEN", hide_env_values = true)]
     peer_token: Option<String>,
+    /// Bearer token of the x402 gateway (`spendcap gateway --gateway-token`):
+    /// the only credential besides the admin token that may pin holds as
+    /// settling and capture or void pinned holds. Unset: no gateway.
+    #[arg(long, env = "SPENDCAP_GATEWAY_TOKEN", hide_env_values = true)]
+    gateway_token: Option<String>,
     #[arg(long, env = "SPENDCAP_LOG_FORMAT", value_enum, default_value = "human")]
     log_format: LogFormat,
     #[arg(long, env = "SPENDCAP_HEARTBEAT_MS", default_value_t = 100)]
@@ -139,6 +144,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         join: a.join,
         admin_token: a.admin_token,
         peer_token: a.peer_token,
+        gateway_token: a.gateway_token,
         limits,
         raft,
     };

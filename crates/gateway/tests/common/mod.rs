@@ -84,6 +84,7 @@ impl Ledger {
                 join: false,
                 admin_token: Some(ADMIN_TOKEN.into()),
                 peer_token: None,
+                gateway_token: None,
                 limits: Limits::default(),
                 raft: RaftTuning {
                     heartbeat: Duration::from_millis(50),

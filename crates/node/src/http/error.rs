@@ -28,6 +28,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("{0}")]
     Forbidden(String),
+    /// Forbidden, with a more precise code than `forbidden`.
+    #[error("{message}")]
+    ForbiddenBecause { code: &'static str, message: String },
     #[error("{message}")]
     NotFound { code: &'static str, message: String },
     #[error("method not allowed")]
@@ -59,7 +62,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::ForbiddenBecause { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
@@ -79,6 +82,7 @@ impl ApiError {
             ApiError::BodyTooLarge => "body_too_large",
             ApiError::Unauthorized => api::codes::UNAUTHORIZED,
             ApiError::Forbidden(_) => api::codes::FORBIDDEN,
+            ApiError::ForbiddenBecause { code, .. } => code,
             ApiError::NotFound { code, .. }
             | ApiError::Conflict { code, .. }
             | ApiError::Unprocessable { code, .. } => code,
@@ -201,7 +205,13 @@ pub fn refusal(r: Refusal, resolved: Option<HoldStatus>) -> ApiError {
             code,
             message: format!("the capture exceeds the held amount ({held} units)"),
         },
-        Refusal::Forbidden => ApiError::Forbidden("this session may not act on that authorization".into()),
+        Refusal::Forbidden => ApiError::Forbidden("this caller may not act on that authorization".into()),
+        Refusal::HoldSettling => ApiError::ForbiddenBecause {
+            code,
+            message: "the authorization is pinned as settling (a signed payment may be in flight): \
+                      only the gateway's or the admin's token may capture or void it"
+                .into(),
+        },
         Refusal::IdempotencyConflict => ApiError::Conflict {
             code,
             message: "the idempotency key was used before with different parameters".into(),

@@ -51,17 +51,32 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 pub enum Principal {
     Admin,
     Session(SessionId),
+    /// The x402 gateway's own credential: it may read sessions and
+    /// authorizations, pin holds as settling, and capture or void any hold
+    /// (pinned ones included); it may not authorize, administer budgets or
+    /// sessions, or read receipts and cluster state.
+    Gateway,
 }
 
 impl Principal {
     pub fn require_admin(&self) -> Result<(), ApiError> {
         match self {
             Principal::Admin => Ok(()),
-            Principal::Session(_) => Err(ApiError::Forbidden("this needs the admin token".into())),
+            Principal::Session(_) | Principal::Gateway => Err(ApiError::Forbidden("this needs the admin token".into())),
         }
     }
 
-    /// Admin, or the session itself.
+    /// The admin or the gateway (reconciliation of settling holds).
+    pub fn require_admin_or_gateway(&self) -> Result<(), ApiError> {
+        match self {
+            Principal::Admin | Principal::Gateway => Ok(()),
+            Principal::Session(_) => Err(ApiError::Forbidden(
+                "this needs the admin token or the gateway token".into(),
+            )),
+        }
+    }
+
+    /// Admin, or the session itself: acting as the session (authorizing).
     pub fn require_session(&self, id: &SessionId) -> Result<(), ApiError> {
         match self {
             Principal::Admin => Ok(()),
@@ -69,6 +84,18 @@ impl Principal {
             Principal::Session(_) => Err(ApiError::Forbidden(
                 "a session token may act only on its own session".into(),
             )),
+            Principal::Gateway => Err(ApiError::Forbidden(
+                "the gateway token cannot act as a session; use the session's token".into(),
+            )),
+        }
+    }
+
+    /// Admin, the gateway, or the session itself: reading a session or one
+    /// of its authorizations.
+    pub fn require_session_read(&self, id: &SessionId) -> Result<(), ApiError> {
+        match self {
+            Principal::Gateway => Ok(()),
+            other => other.require_session(id),
         }
     }
 
@@ -76,6 +103,7 @@ impl Principal {
         match self {
             Principal::Admin => ledger::Caller::Admin,
             Principal::Session(s) => ledger::Caller::Session(s.clone()),
+            Principal::Gateway => ledger::Caller::Gateway,
         }
     }
 }
@@ -94,6 +122,11 @@ impl FromRequestParts<AppState> for Principal {
             .ok_or(ApiError::Unauthorized)?;
         if constant_time_eq(token.as_bytes(), state.admin_token.as_bytes()) {
             return Ok(Principal::Admin);
+        }
+        if let Some(gateway) = &state.gateway_token {
+            if constant_time_eq(token.as_bytes(), gateway.as_bytes()) {
+                return Ok(Principal::Gateway);
+            }
         }
         if !token.starts_with(SESSION_TOKEN_PREFIX) {
             return Err(ApiError::Unauthorized);

@@ -376,7 +376,7 @@ pub async fn get_session(
     Path(id): Path<String>,
 ) -> ApiResult<Json<SessionView>> {
     let id = session_id(&id)?;
-    principal.require_session(&id)?;
+    principal.require_session_read(&id)?;
     barrier(&s).await?;
     let state = s.sm.read();
     let read_index = state.last_applied.map(|l| l.index).unwrap_or(0);
@@ -393,7 +393,7 @@ pub async fn whoami(State(s): State<AppState>, principal: Principal) -> ApiResul
     let Principal::Session(id) = principal else {
         return Err(ApiError::not_found(
             "unknown_session",
-            "the admin token belongs to no session",
+            "the admin and gateway tokens belong to no session",
         ));
     };
     barrier(&s).await?;
@@ -805,7 +805,7 @@ pub async fn get_authorization(
             (h, asset)
         }
     };
-    principal.require_session(&h.session_id)?;
+    principal.require_session_read(&h.session_id)?;
     let asset = asset.ok_or_else(|| ApiError::Internal(format!("the session of {hold} is missing")))?;
     Ok(Json(hold_view(&h, &asset)))
 }
@@ -852,7 +852,7 @@ pub async fn list_settling(
     principal: Principal,
     ApiQuery(q): ApiQuery<AuthorizationQuery>,
 ) -> ApiResult<Json<Page<AuthorizationView>>> {
-    principal.require_admin()?;
+    principal.require_admin_or_gateway()?;
     if q.status != "settling" {
         return Err(ApiError::field("status", "only status=settling can be listed"));
     }
@@ -890,6 +890,7 @@ fn receipt_filter(principal: &Principal, q: ReceiptQuery) -> ApiResult<ReceiptFi
             }
             _ => Some(own.to_string()),
         },
+        Principal::Gateway => return Err(ApiError::Forbidden("the gateway token cannot read receipts".into())),
     };
     let after = q
         .after

@@ -37,6 +37,7 @@ pub struct AppInner {
     pub node_id: NodeId,
     pub cluster: String,
     pub admin_token: String,
+    pub gateway_token: Option<String>,
     pub raft: Raft,
     pub sm: StateMachineStore,
     pub proposer: Proposer,
