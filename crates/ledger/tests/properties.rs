@@ -75,6 +75,7 @@ fn setup() -> Vec<Command> {
                 .map(|(t, c)| (Tool::new(t).unwrap(), usd(c)))
                 .collect(),
             parent: parent.map(|p| BudgetId::new(p).unwrap()),
+            blocked_tools: Default::default(),
         })
     };
     let session = |i: usize, cap: u64, budget: Option<&str>, tool_caps: Vec<(&str, u64)>| {
@@ -91,6 +92,8 @@ fn setup() -> Vec<Command> {
                 .map(|(t, c)| (Tool::new(t).unwrap(), usd(c)))
                 .collect(),
             budget: budget.map(|b| BudgetId::new(b).unwrap()),
+            tools: None,
+            live_holds_max: None,
         })
     };
     vec![
