@@ -1141,6 +1141,11 @@ impl Ledger {
         self.holds.get(&id)
     }
 
+    /// How many live holds a session has.
+    pub fn live_holds_of(&self, id: &SessionId) -> u32 {
+        self.live_per_session.get(id).copied().unwrap_or(0)
+    }
+
     /// True when the id was handed out (live or resolved).
     pub fn hold_id_issued(&self, id: HoldId) -> bool {
         id.0 < self.meta.next_hold_id
