@@ -241,7 +241,11 @@ pub async fn setup(api: &Api, config: &WorkloadConfig, deadline: Instant) -> any
                     live_holds_max: Some(100_000),
                     // Chosen here, so the retries below are replays of one
                     // create (same id, parameters and token), not 409s.
-                    token: Some(format!("sct_{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>())),
+                    token: Some(format!(
+                        "sct_{:032x}{:032x}",
+                        rand::random::<u128>(),
+                        rand::random::<u128>()
+                    )),
                 };
                 let r: CreateSessionResponse = retry_until(deadline, |node| {
                     let body = body.clone();

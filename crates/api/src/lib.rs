@@ -55,7 +55,10 @@ pub fn check_session_token(token: &str) -> Result<(), String> {
             "must have {SESSION_TOKEN_CHARS_MIN} to {SESSION_TOKEN_CHARS_MAX} characters after {SESSION_TOKEN_PREFIX}"
         ));
     }
-    if !rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    if !rest
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
         return Err(format!("may only contain A-Z a-z 0-9 _ - after {SESSION_TOKEN_PREFIX}"));
     }
     Ok(())
@@ -157,8 +160,10 @@ pub struct CreateSessionRequest {
     /// The session's bearer token, chosen by the caller (`sct_` and 32 to
     /// 128 characters of `[A-Za-z0-9_-]`): a retried create with the same
     /// id, parameters and token answers `existed: true` and that token
-    /// works; another token gets `409 already_exists`. Without it the node
-    /// generates one, and a retry after a lost answer cannot recover it.
+    /// works; another token gets `409 already_exists`. It must be
+    /// unguessable (the client and the CLI use 256 random bits). Without it
+    /// the node generates one, and a retry after a lost answer cannot
+    /// recover it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
 }

@@ -59,8 +59,10 @@ fn sample_entry() -> Entry {
     }
 }
 
+type Records = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A ledger with some of everything, its records, and its history.
-fn sample_state() -> (Ledger, Vec<(Vec<u8>, Vec<u8>)>, Vec<Vec<u8>>) {
+fn sample_state() -> (Ledger, Records, Vec<Vec<u8>>) {
     let mut ledger = Ledger::new();
     ledger.apply(1, &sample_entry());
     let history = ledger.take_changes().history.iter().map(|h| h.encode()).collect();

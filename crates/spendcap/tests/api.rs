@@ -735,10 +735,17 @@ async fn allowlists_blocked_tools_live_hold_limit_and_large_amounts_over_http() 
     let b = session(&admin, "b", "25", json!({"budget": "org:blocking"})).await;
     let blocked = b.authorize("b", &auth("1", "casino")).await.expect("decision");
     assert_eq!(
-        (blocked.decision.as_str(), blocked.reason.as_deref(), blocked.budget_id.as_deref()),
+        (
+            blocked.decision.as_str(),
+            blocked.reason.as_deref(),
+            blocked.budget_id.as_deref()
+        ),
         ("denied", Some("tool_blocked"), Some("org:blocking"))
     );
-    assert_eq!(b.authorize("b", &auth("1", "search")).await.expect("decision").decision, "approved");
+    assert_eq!(
+        b.authorize("b", &auth("1", "search")).await.expect("decision").decision,
+        "approved"
+    );
     let budget = admin.get_budget("org:blocking").await.expect("budget view");
     assert_eq!(budget.blocked_tools, ["casino".to_string()].into());
     // Unblocking by replacing the list.
@@ -752,7 +759,10 @@ async fn allowlists_blocked_tools_live_hold_limit_and_large_amounts_over_http() 
         )
         .await
         .expect("unblock");
-    assert_eq!(b.authorize("b", &auth("1", "casino")).await.expect("decision").decision, "approved");
+    assert_eq!(
+        b.authorize("b", &auth("1", "casino")).await.expect("decision").decision,
+        "approved"
+    );
 
     // A flood of one-unit holds stops at the session's limit.
     let flood = session(&admin, "flood", "25", json!({"live_holds_max": 5})).await;
@@ -783,11 +793,17 @@ async fn allowlists_blocked_tools_live_hold_limit_and_large_amounts_over_http() 
         })
         .await
         .expect_err("limit above the maximum");
-    assert_eq!((too_many.status(), too_many.code()), (Some(400), Some("invalid_request")));
+    assert_eq!(
+        (too_many.status(), too_many.code()),
+        (Some(400), Some("invalid_request"))
+    );
 
     // A large decimal amount (integer part above ~340 million).
     let big = session(&admin, "big", "5000000000", json!({})).await;
-    let d = big.authorize("big", &auth("1000000000.5", "search")).await.expect("decision");
+    let d = big
+        .authorize("big", &auth("1000000000.5", "search"))
+        .await
+        .expect("decision");
     assert_eq!(
         (d.decision.as_str(), d.amount.as_deref()),
         ("approved", Some("1000000000.50"))
@@ -834,7 +850,11 @@ async fn session_create_retried_with_the_same_token_answers_a_working_token() {
     let never = admin.with_token(format!("sct_{}", "b2".repeat(32))).whoami().await;
     assert_eq!(never.expect_err("unknown token").status(), Some(401));
 
-    for bad in ["sct_short", "xyz_0123456789abcdef0123456789abcdef", &format!("sct_{}!", "a".repeat(40))] {
+    for bad in [
+        "sct_short",
+        "xyz_0123456789abcdef0123456789abcdef",
+        &format!("sct_{}!", "a".repeat(40)),
+    ] {
         let e = admin
             .create_session(&CreateSessionRequest {
                 id: Some("badtoken".into()),
@@ -856,11 +876,7 @@ async fn session_create_retried_with_the_same_token_answers_a_working_token() {
     let b = admin.create_session(&prepared).await.expect("replay");
     assert_eq!((a.existed, b.existed), (false, true));
     assert_eq!(a.session_token, b.session_token);
-    assert!(admin
-        .with_token(b.session_token.expect("token"))
-        .whoami()
-        .await
-        .is_ok());
+    assert!(admin.with_token(b.session_token.expect("token")).whoami().await.is_ok());
 }
 
 /// Issue 11 item 1: adding a per-tool cap while holds for the tool are
@@ -893,9 +909,15 @@ async fn a_tool_cap_added_under_live_holds_then_resolved_keeps_three_nodes_healt
         tool_caps: Some([("gpu".to_string(), cap.to_string())].into()),
         ..Default::default()
     };
-    let below = admin.update_budget("org:patch", &caps("8")).await.expect_err("below live holds");
+    let below = admin
+        .update_budget("org:patch", &caps("8"))
+        .await
+        .expect_err("below live holds");
     assert_eq!((below.status(), below.code()), (Some(409), Some("cap_below_usage")));
-    let view = admin.update_budget("org:patch", &caps("20")).await.expect("add the tool cap");
+    let view = admin
+        .update_budget("org:patch", &caps("20"))
+        .await
+        .expect("add the tool cap");
     assert_eq!(view.tool_caps["gpu"].held, "9.00");
 
     let captured = admin
@@ -923,7 +945,10 @@ async fn a_tool_cap_added_under_live_holds_then_resolved_keeps_three_nodes_healt
         cluster.client(i).healthz().await.expect("healthy");
     }
     cluster.converged().await;
-    let after = s.authorize("patched", &auth("1", "gpu")).await.expect("authorize after");
+    let after = s
+        .authorize("patched", &auth("1", "gpu"))
+        .await
+        .expect("authorize after");
     assert_eq!(after.decision, "approved");
     cluster.converged().await;
 }

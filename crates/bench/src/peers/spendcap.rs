@@ -291,7 +291,11 @@ impl SpendcapDriver {
             agent_id: AGENT.to_string(),
             // Chosen here so a retry after a timeout is a replay that
             // answers with this (working) token rather than a 409.
-            token: Some(format!("sct_{:032x}{:032x}", rand::random::<u128>(), rand::random::<u128>())),
+            token: Some(format!(
+                "sct_{:032x}{:032x}",
+                rand::random::<u128>(),
+                rand::random::<u128>()
+            )),
             ..CreateSessionRequest::default()
         };
         let mut last = String::new();

@@ -218,8 +218,8 @@ pub fn refusal(r: Refusal, resolved: Option<HoldStatus>) -> ApiError {
         },
         // The ledger refused rather than break its own bookkeeping; nothing
         // was applied. Not reachable while the invariants hold.
-        Refusal::Inconsistent { detail } => {
-            ApiError::Internal(format!("{code}: the ledger refused the command, nothing was applied: {detail}"))
-        }
+        Refusal::Inconsistent { detail } => ApiError::Internal(format!(
+            "{code}: the ledger refused the command, nothing was applied: {detail}"
+        )),
     }
 }

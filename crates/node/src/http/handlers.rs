@@ -352,15 +352,6 @@ pub async fn create_session(
         }
         None => new_session_token(),
     };
-    let live_holds_max = req.live_holds_max;
-    if let Some(max) = live_holds_max {
-        if max == 0 || max > ledger::SESSION_LIVE_HOLDS_MAX {
-            return Err(ApiError::field(
-                "live_holds_max",
-                format!("must be between 1 and {}", ledger::SESSION_LIVE_HOLDS_MAX),
-            ));
-        }
-    }
     let tools = req.tools.map(|t| tool_set_input("tools", t)).transpose()?;
     let command = Command::CreateSession(CreateSession {
         id: id.clone(),
@@ -373,7 +364,7 @@ pub async fn create_session(
         wallet_address: req.wallet_address,
         budget,
         tools,
-        live_holds_max,
+        live_holds_max: req.live_holds_max,
     });
     let d = decide(&s, command).await?;
     let (status, existed) = match d.outcome {
@@ -382,9 +373,9 @@ pub async fn create_session(
         Outcome::Refused(Refusal::AlreadyExists) => {
             return Err(ApiError::Conflict {
                 code: Refusal::AlreadyExists.code(),
-                message: "a session with this id exists with other parameters or another token: \
-                          a retried create must send the same token (and parameters) as the first; \
-                          a create without a token cannot be retried"
+                message: "a session with this id exists with other parameters or another token \
+                          (or the token belongs to another session): a retried create must send the same \
+                          token (and parameters) as the first; a create without a token cannot be retried"
                     .into(),
             })
         }

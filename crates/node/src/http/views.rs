@@ -185,7 +185,10 @@ fn tool_names(tools: &BTreeSet<Tool>) -> BTreeSet<String> {
 /// at most [`ledger::TOOL_SET_MAX`].
 pub fn tool_set_input(field: &str, tools: BTreeSet<String>) -> Result<BTreeSet<Tool>, ApiError> {
     if tools.len() > ledger::TOOL_SET_MAX {
-        return Err(ApiError::field(field, format!("at most {} tools", ledger::TOOL_SET_MAX)));
+        return Err(ApiError::field(
+            field,
+            format!("at most {} tools", ledger::TOOL_SET_MAX),
+        ));
     }
     tools
         .into_iter()
