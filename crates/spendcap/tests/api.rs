@@ -850,10 +850,11 @@ async fn session_create_retried_with_the_same_token_answers_a_working_token() {
     let never = admin.with_token(format!("sct_{}", "b2".repeat(32))).whoami().await;
     assert_eq!(never.expect_err("unknown token").status(), Some(401));
 
+    let bad_character = format!("sct_{}!", "a".repeat(40));
     for bad in [
         "sct_short",
         "xyz_0123456789abcdef0123456789abcdef",
-        &format!("sct_{}!", "a".repeat(40)),
+        bad_character.as_str(),
     ] {
         let e = admin
             .create_session(&CreateSessionRequest {
