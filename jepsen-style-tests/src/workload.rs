@@ -169,6 +169,7 @@ pub async fn setup(api: &Api, config: &WorkloadConfig, deadline: Instant) -> any
                 .map(|(t, c)| (t.clone(), crate::history::format_amount(*c)))
                 .collect(),
             parent: b.parent.clone(),
+            blocked_tools: Default::default(),
         };
         retry_until(deadline, |node| {
             let body = body.clone();
@@ -234,6 +235,17 @@ pub async fn setup(api: &Api, config: &WorkloadConfig, deadline: Instant) -> any
                         .map(|(t, c)| (t.clone(), crate::history::format_amount(*c)))
                         .collect(),
                     budget: budget.clone(),
+                    tools: None,
+                    // The suite's model does not count live holds: keep the
+                    // per-session limit out of the schedule's reach.
+                    live_holds_max: Some(100_000),
+                    // Chosen here, so the retries below are replays of one
+                    // create (same id, parameters and token), not 409s.
+                    token: Some(format!(
+                        "sct_{:032x}{:032x}",
+                        rand::random::<u128>(),
+                        rand::random::<u128>()
+                    )),
                 };
                 let r: CreateSessionResponse = retry_until(deadline, |node| {
                     let body = body.clone();

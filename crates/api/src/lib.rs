@@ -12,7 +12,7 @@
 
 pub mod metrics;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +38,31 @@ pub mod codes {
 
 /// Every session token starts with this.
 pub const SESSION_TOKEN_PREFIX: &str = "sct_";
+/// Shortest caller-chosen session token, after the prefix.
+pub const SESSION_TOKEN_CHARS_MIN: usize = 32;
+/// Longest caller-chosen session token, after the prefix.
+pub const SESSION_TOKEN_CHARS_MAX: usize = 128;
+
+/// Checks a caller-chosen session token: [`SESSION_TOKEN_PREFIX`], then
+/// [`SESSION_TOKEN_CHARS_MIN`] to [`SESSION_TOKEN_CHARS_MAX`] characters of
+/// `[A-Za-z0-9_-]`. The error says what is wrong.
+pub fn check_session_token(token: &str) -> Result<(), String> {
+    let Some(rest) = token.strip_prefix(SESSION_TOKEN_PREFIX) else {
+        return Err(format!("must start with {SESSION_TOKEN_PREFIX}"));
+    };
+    if rest.len() < SESSION_TOKEN_CHARS_MIN || rest.len() > SESSION_TOKEN_CHARS_MAX {
+        return Err(format!(
+            "must have {SESSION_TOKEN_CHARS_MIN} to {SESSION_TOKEN_CHARS_MAX} characters after {SESSION_TOKEN_PREFIX}"
+        ));
+    }
+    if !rest
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(format!("may only contain A-Z a-z 0-9 _ - after {SESSION_TOKEN_PREFIX}"));
+    }
+    Ok(())
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +81,10 @@ pub struct CreateBudgetRequest {
     pub tool_caps: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// Tools no session drawing on this budget (or a budget below it) may
+    /// be authorized for; denied with `tool_blocked`.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub blocked_tools: BTreeSet<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,9 +92,14 @@ pub struct CreateBudgetRequest {
 pub struct UpdateBudgetRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cap: Option<String>,
-    /// Replaces the whole per-tool cap table.
+    /// Replaces the whole per-tool cap table. A tool cap that is new counts
+    /// spend from when it is added, plus every live hold it now covers (so
+    /// it may not be set below them: `cap_below_usage`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_caps: Option<BTreeMap<String, String>>,
+    /// Replaces the blocked-tool list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_tools: Option<BTreeSet<String>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +122,8 @@ pub struct BudgetView {
     pub tool_caps: BTreeMap<String, CapView>,
     pub parent: Option<String>,
     pub created_at_ms: u64,
+    #[serde(default)]
+    pub blocked_tools: BTreeSet<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +149,23 @@ pub struct CreateSessionRequest {
     /// The budget this session draws on (and through it, every ancestor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<String>,
+    /// The only tools the session may be authorized for (others are denied
+    /// with `tool_not_allowed`); absent means any tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<BTreeSet<String>>,
+    /// Most live (held) authorizations at once; default 1,000, at most
+    /// 100,000. Beyond it authorizations are denied with `live_holds_max`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_holds_max: Option<u32>,
+    /// The session's bearer token, chosen by the caller (`sct_` and 32 to
+    /// 128 characters of `[A-Za-z0-9_-]`): a retried create with the same
+    /// id, parameters and token answers `existed: true` and that token
+    /// works; another token gets `409 already_exists`. It must be
+    /// unguessable (the client and the CLI use 256 random bits). Without it
+    /// the node generates one, and a retry after a lost answer cannot
+    /// recover it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +182,15 @@ pub struct SessionView {
     pub available: String,
     pub tool_caps: BTreeMap<String, CapView>,
     pub budget: Option<String>,
+    /// The tool allowlist; `None` allows any tool.
+    #[serde(default)]
+    pub tools: Option<BTreeSet<String>>,
+    /// Most live authorizations at once.
+    #[serde(default)]
+    pub live_holds_max: u32,
+    /// Live authorizations now.
+    #[serde(default)]
+    pub live_holds: u32,
     pub agent_id: String,
     pub wallet_address: Option<String>,
     pub created_at_ms: u64,
@@ -142,8 +204,9 @@ pub struct SessionView {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateSessionResponse {
     pub session: SessionView,
-    /// The session's bearer token, shown once. `None` when the session
-    /// already existed (a retried create): rotate it to get a new one.
+    /// The session's bearer token, shown once. On a retried create
+    /// (`existed: true`, only possible when the request sent `token`) it is
+    /// the token the request sent, which is the session's.
     pub session_token: Option<String>,
     pub existed: bool,
 }
@@ -206,10 +269,11 @@ pub struct Decision {
     pub amount: Option<String>,
     pub expires_at_ms: Option<u64>,
     /// Set when denied: `session_cap`, `tool_cap`, `budget_cap`,
-    /// `session_expired`, `session_revoked`, `unknown_session`.
+    /// `session_expired`, `session_revoked`, `unknown_session`,
+    /// `tool_not_allowed`, `tool_blocked`, `live_holds_max`.
     pub reason: Option<String>,
     /// The budget whose cap denied it (`budget_cap`, or a budget's
-    /// `tool_cap`).
+    /// `tool_cap`), or that blocks the tool (`tool_blocked`).
     pub budget_id: Option<String>,
     /// The tool whose cap denied it (`tool_cap`).
     pub tool: Option<String>,

@@ -57,6 +57,34 @@ impl ClientError {
     }
 }
 
+/// How many times [`Client::create_session`] repeats a create whose outcome
+/// is unknown.
+pub const CREATE_RETRIES_MAX: u32 = 3;
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut buf);
+    hex::encode(buf)
+}
+
+/// A new session token: [`SESSION_TOKEN_PREFIX`] and 256 random bits in hex.
+pub fn new_session_token() -> String {
+    format!("{SESSION_TOKEN_PREFIX}{}", random_hex(32))
+}
+
+/// Fills in what makes a create retry-safe: a session id (`ses_` and 96
+/// random bits in hex) and a session token ([`new_session_token`]) when the
+/// request has none. Send the returned request on every retry.
+pub fn prepare_session(mut req: CreateSessionRequest) -> CreateSessionRequest {
+    if req.id.is_none() {
+        req.id = Some(format!("ses_{}", random_hex(12)));
+    }
+    if req.token.is_none() {
+        req.token = Some(new_session_token());
+    }
+    req
+}
+
 /// A client for one node (any node: followers forward writes).
 #[derive(Clone)]
 pub struct Client {
@@ -191,8 +219,20 @@ impl Client {
         self.get(&format!("/v1/budgets{}", list_query(after, limit))).await
     }
 
+    /// Creates a session, retry-safe: the id and the token are chosen here
+    /// when the request names none (see [`prepare_session`]), so a retry
+    /// after an unknown outcome is an exact replay that answers with the
+    /// same, working token. Retries at most [`CREATE_RETRIES_MAX`] times,
+    /// only while the outcome is unknown.
     pub async fn create_session(&self, req: &CreateSessionRequest) -> Result<CreateSessionResponse, ClientError> {
-        self.post("/v1/sessions", req).await
+        let req = prepare_session(req.clone());
+        let mut attempt = 0;
+        loop {
+            match self.post("/v1/sessions", &req).await {
+                Err(e) if e.is_unknown() && attempt < CREATE_RETRIES_MAX => attempt += 1,
+                other => return other,
+            }
+        }
     }
 
     /// The session the client's session token belongs to.

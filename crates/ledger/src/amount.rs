@@ -54,9 +54,12 @@ impl Amount {
         } else {
             digits
         };
-        let (int_part, frac_part) = padded.split_at(padded.len() - decimals);
+        // `padded` has more than `decimals` digits, and every byte is an
+        // ASCII digit, so both splits land on character boundaries.
+        let split = padded.len().saturating_sub(decimals);
+        let (int_part, frac_part) = (padded.get(..split).unwrap_or("0"), padded.get(split..).unwrap_or(""));
         let keep = frac_part.trim_end_matches('0').len().max(2.min(decimals));
-        format!("{int_part}.{}", &frac_part[..keep])
+        format!("{int_part}.{}", frac_part.get(..keep).unwrap_or(frac_part))
     }
 }
 
@@ -116,16 +119,33 @@ pub fn parse_decimal(text: &str, decimals: u8) -> Result<Amount, AmountError> {
             allowed: decimals,
         });
     }
-    let mut units: u128 = 0;
-    for b in int_part.bytes().chain(frac_part.bytes()) {
-        units = units
-            .checked_mul(10)
-            .and_then(|u| u.checked_add(u128::from(b - b'0')))
-            .ok_or(AmountError::Overflow)?;
-    }
-    let missing = u32::from(decimals) - frac_part.len() as u32;
+    let units = digits_value(int_part.bytes().chain(frac_part.bytes()))?;
+    let missing = u32::from(decimals)
+        .checked_sub(u32::try_from(frac_part.len()).map_err(|_| AmountError::TooLong)?)
+        .ok_or(AmountError::TooPrecise {
+            found: frac_part.len(),
+            allowed: decimals,
+        })?;
     let scale = 10u128.checked_pow(missing).ok_or(AmountError::Overflow)?;
     units.checked_mul(scale).map(Amount).ok_or(AmountError::Overflow)
+}
+
+/// The integer an ASCII digit string spells, if it fits in `u128`.
+fn digits_value(digits: impl Iterator<Item = u8>) -> Result<u128, AmountError> {
+    let mut units: u128 = 0;
+    for b in digits {
+        let digit = b.checked_sub(b'0').filter(|d| *d <= 9).ok_or(AmountError::Malformed)?;
+        units = units
+            .checked_mul(10)
+            .and_then(|u| u.checked_add(u128::from(digit)))
+            .ok_or(AmountError::Overflow)?;
+    }
+    Ok(units)
+}
+
+/// The places after the point in a decimal string (0 without a point).
+fn fraction_places(text: &str) -> usize {
+    text.split_once('.').map_or(0, |(_, f)| f.len())
 }
 
 /// [`parse_decimal`], and the amount must be greater than zero.
@@ -160,7 +180,23 @@ impl AmountInput {
     /// proposing anything.
     pub fn check_syntax(&self) -> Result<(), AmountError> {
         match self {
-            AmountInput::Decimal(text) => parse_positive(text, ASSET_DECIMALS_MAX).map(|_| ()),
+            // Checked at the places the text itself has (at most
+            // ASSET_DECIMALS_MAX): scaling to the maximum decimals here would
+            // refuse large amounts of assets with few decimals (at 30 places,
+            // anything above ~340 million overflows u128) that `resolve`
+            // accepts. If the amount fits at the session's decimals, it fits
+            // at its own, which are no more.
+            AmountInput::Decimal(text) => {
+                let places = fraction_places(text);
+                if places > usize::from(ASSET_DECIMALS_MAX) {
+                    return Err(AmountError::TooPrecise {
+                        found: places,
+                        allowed: ASSET_DECIMALS_MAX,
+                    });
+                }
+                let decimals = u8::try_from(places).unwrap_or(ASSET_DECIMALS_MAX);
+                parse_positive(text, decimals).map(|_| ())
+            }
             AmountInput::Atomic(a) if a.is_zero() => Err(AmountError::Zero),
             AmountInput::Atomic(_) => Ok(()),
         }

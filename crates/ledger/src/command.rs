@@ -1,7 +1,7 @@
 //! What goes into the log (commands, batched into entries) and what comes out
 //! of applying it (outcomes).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +14,12 @@ use crate::ids::{
 pub const ENTRY_COMMANDS_MAX: usize = 4096;
 /// Most per-tool caps on one budget or session.
 pub const TOOL_CAPS_MAX: usize = 64;
+/// Most tools in a session's allowlist or a budget's blocked list.
+pub const TOOL_SET_MAX: usize = 64;
+/// Live holds a session may have at once when its creator names no limit.
+pub const SESSION_LIVE_HOLDS_DEFAULT: u32 = 1_000;
+/// The largest live-hold limit a session may be given.
+pub const SESSION_LIVE_HOLDS_MAX: u32 = 100_000;
 /// Deepest budget tree (a root budget has depth 1).
 pub const BUDGET_DEPTH_MAX: u8 = 8;
 /// Hold time-to-live when the caller names none.
@@ -74,6 +80,9 @@ pub struct CreateBudget {
     pub cap: Amount,
     pub tool_caps: BTreeMap<Tool, Amount>,
     pub parent: Option<BudgetId>,
+    /// Tools no session drawing on this budget (or on a budget below it)
+    /// may be authorized for, whatever the caps say.
+    pub blocked_tools: BTreeSet<Tool>,
 }
 
 /// Changes a budget's caps. A cap may not go below what is already spent and
@@ -82,8 +91,12 @@ pub struct CreateBudget {
 pub struct UpdateBudget {
     pub id: BudgetId,
     pub cap: Option<Amount>,
-    /// Replaces the whole per-tool cap table when given.
+    /// Replaces the whole per-tool cap table when given. A tool cap that is
+    /// new counts spend from when it is added, plus every live hold it now
+    /// covers (so it may not be set below those holds).
     pub tool_caps: Option<BTreeMap<Tool, Amount>>,
+    /// Replaces the blocked-tool list when given.
+    pub blocked_tools: Option<BTreeSet<Tool>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +111,17 @@ pub struct CreateSession {
     pub wallet_address: Option<String>,
     pub tool_caps: BTreeMap<Tool, Amount>,
     pub budget: Option<BudgetId>,
+    /// The tools the session may be authorized for; `None` allows any tool.
+    pub tools: Option<BTreeSet<Tool>>,
+    /// Most live holds at once; `None` means [`SESSION_LIVE_HOLDS_DEFAULT`].
+    pub live_holds_max: Option<u32>,
+}
+
+impl CreateSession {
+    /// The live-hold limit the session gets.
+    pub fn live_holds_limit(&self) -> u32 {
+        self.live_holds_max.unwrap_or(SESSION_LIVE_HOLDS_DEFAULT)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,6 +236,16 @@ fn tool_caps(caps: &BTreeMap<Tool, Amount>) -> Result<(), InvalidCommand> {
     Ok(())
 }
 
+fn tool_set(field: &str, tools: &BTreeSet<Tool>) -> Result<(), InvalidCommand> {
+    if tools.len() > TOOL_SET_MAX {
+        return Err(InvalidCommand::new(field, format!("at most {TOOL_SET_MAX} tools")));
+    }
+    for tool in tools {
+        name(field, tool.validate())?;
+    }
+    Ok(())
+}
+
 fn optional_text(field: &str, value: &Option<String>, max: usize) -> Result<(), InvalidCommand> {
     if let Some(v) = value {
         if v.len() > max {
@@ -241,6 +275,7 @@ impl Command {
                 asset(&c.asset)?;
                 positive("cap", c.cap)?;
                 tool_caps(&c.tool_caps)?;
+                tool_set("blocked_tools", &c.blocked_tools)?;
                 if let Some(p) = &c.parent {
                     name("parent", p.validate())?;
                     if p == &c.id {
@@ -257,7 +292,10 @@ impl Command {
                 if let Some(caps) = &c.tool_caps {
                     tool_caps(caps)?;
                 }
-                if c.cap.is_none() && c.tool_caps.is_none() {
+                if let Some(blocked) = &c.blocked_tools {
+                    tool_set("blocked_tools", blocked)?;
+                }
+                if c.cap.is_none() && c.tool_caps.is_none() && c.blocked_tools.is_none() {
                     return Err(InvalidCommand::new("cap", "nothing to update"));
                 }
                 Ok(())
@@ -282,6 +320,17 @@ impl Command {
                 tool_caps(&c.tool_caps)?;
                 if let Some(b) = &c.budget {
                     name("budget", b.validate())?;
+                }
+                if let Some(tools) = &c.tools {
+                    tool_set("tools", tools)?;
+                }
+                if let Some(max) = c.live_holds_max {
+                    if max == 0 || max > SESSION_LIVE_HOLDS_MAX {
+                        return Err(InvalidCommand::new(
+                            "live_holds_max",
+                            format!("must be between 1 and {SESSION_LIVE_HOLDS_MAX}"),
+                        ));
+                    }
                 }
                 Ok(())
             }
@@ -391,6 +440,17 @@ pub enum DenyReason {
         budget_id: BudgetId,
         remaining: Amount,
     },
+    /// The session has a tool allowlist and the tool is not on it.
+    ToolNotAllowed,
+    /// A budget the session draws on (directly or through its ancestors)
+    /// blocks the tool.
+    ToolBlocked {
+        budget_id: BudgetId,
+    },
+    /// The session already has `limit` live holds (its `live_holds_max`).
+    TooManyHolds {
+        limit: u32,
+    },
 }
 
 impl DenyReason {
@@ -402,6 +462,9 @@ impl DenyReason {
             DenyReason::SessionCap { .. } => "session_cap",
             DenyReason::ToolCap { .. } => "tool_cap",
             DenyReason::BudgetCap { .. } => "budget_cap",
+            DenyReason::ToolNotAllowed => "tool_not_allowed",
+            DenyReason::ToolBlocked { .. } => "tool_blocked",
+            DenyReason::TooManyHolds { .. } => "live_holds_max",
         }
     }
 }
@@ -442,6 +505,13 @@ pub enum Refusal {
     /// The hold is pinned as settling (a signed payment may be in flight):
     /// only the gateway or the admin may resolve it, never the session.
     HoldSettling,
+    /// Applying the command would break the state's own bookkeeping (an
+    /// arithmetic overflow or a count that disagrees with the records). The
+    /// invariants rule this out; apply refuses rather than panic, and the
+    /// command changes nothing.
+    Inconsistent {
+        detail: String,
+    },
 }
 
 impl Refusal {
@@ -472,6 +542,7 @@ impl Refusal {
             Refusal::Forbidden => "forbidden",
             Refusal::IdempotencyConflict => "idempotency_conflict",
             Refusal::HoldSettling => "hold_settling",
+            Refusal::Inconsistent { .. } => "state_inconsistent",
         }
     }
 }

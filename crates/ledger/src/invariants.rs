@@ -70,6 +70,16 @@ impl Ledger {
         if self.hold_deadlines.len() != self.holds.values().filter(|h| h.settling.is_none()).count() {
             return Err("deadline index has entries for holds that are gone".into());
         }
+        let mut live: BTreeMap<&crate::ids::SessionId, u32> = BTreeMap::new();
+        for hold in self.holds.values() {
+            let n = live.entry(&hold.session_id).or_default();
+            *n = n.checked_add(1).ok_or("live hold count overflows")?;
+        }
+        if live.len() != self.live_per_session.len()
+            || live.iter().any(|(id, n)| self.live_per_session.get(*id) != Some(n))
+        {
+            return Err("live-holds-per-session index disagrees with the holds".into());
+        }
         let held_of = |key: String| held.get(&key).copied().unwrap_or_default();
 
         let mut spent: BTreeMap<String, Amount> = BTreeMap::new();
@@ -89,6 +99,11 @@ impl Ledger {
                         session.id
                     ));
                 }
+            }
+            // The limit is fixed at creation and checked before every new
+            // hold, so a session never has more live holds than it allows.
+            if self.live_per_session.get(&session.id).copied().unwrap_or(0) > session.live_holds_max {
+                return Err(format!("session {} has more live holds than its limit", session.id));
             }
             if self.by_token.get(&session.token_hash) != Some(&session.id) {
                 return Err(format!("token index misses session {}", session.id));
@@ -133,6 +148,9 @@ impl Ledger {
         let mut out = Vec::new();
         let mut next = start.clone();
         while let Some(id) = next {
+            if out.len() >= usize::from(crate::command::BUDGET_DEPTH_MAX) {
+                break;
+            }
             next = self.budgets.get(&id).and_then(|b| b.parent.clone());
             out.push(id);
         }

@@ -11,7 +11,9 @@ use crate::ids::{BudgetId, HoldId, SessionId};
 use crate::state::{Budget, Hold, IdempotencyRecord, Ledger, Meta, Receipt, ScopedKey, Session};
 
 /// Version byte in front of every encoded record.
-pub const RECORD_FORMAT_VERSION: u8 = 1;
+/// Version 2: sessions carry `tools` and `live_holds_max`, budgets
+/// `blocked_tools` (records of version 1 are refused, not misread).
+pub const RECORD_FORMAT_VERSION: u8 = 2;
 
 const KIND_META: u8 = b'M';
 const KIND_BUDGET: u8 = b'B';
@@ -47,8 +49,10 @@ pub enum RecordError {
 
 fn encode_value<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![RECORD_FORMAT_VERSION];
-    // postcard encodes plain data into a Vec without failing.
-    out.extend(postcard::to_allocvec(value).expect("postcard encodes plain data"));
+    // postcard encodes plain data into a Vec without failing; were it ever
+    // to, the value would be empty on every replica alike (and fail to
+    // decode on load, which stops the replica rather than guessing).
+    out.extend(postcard::to_allocvec(value).unwrap_or_default());
     out
 }
 
@@ -80,7 +84,8 @@ impl RecordKey {
             RecordKey::Hold(id) => [&[KIND_HOLD][..], &id.0.to_be_bytes()].concat(),
             RecordKey::Idempotency(k) => {
                 let mut out = vec![KIND_IDEMPOTENCY];
-                out.extend(postcard::to_allocvec(k).expect("postcard encodes plain data"));
+                // Cannot fail for plain data (see `encode_value`).
+                out.extend(postcard::to_allocvec(k).unwrap_or_default());
                 out
             }
         }
@@ -214,6 +219,8 @@ impl Ledger {
                     if h.settling.is_none() {
                         ledger.hold_deadlines.insert((h.expires_at_ms, h.id));
                     }
+                    let live = ledger.live_per_session.entry(h.session_id.clone()).or_default();
+                    *live = live.saturating_add(1);
                     ledger.holds.insert(h.id, h);
                 }
                 KIND_IDEMPOTENCY => {

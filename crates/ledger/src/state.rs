@@ -18,11 +18,11 @@ pub struct Usage {
 }
 
 impl Usage {
-    /// spent + held. The invariant `committed <= cap` keeps this in range.
+    /// spent + held. The invariant `committed <= cap` keeps this in range;
+    /// it saturates rather than panic, so a (never expected) overflow reads
+    /// as "nothing fits".
     pub fn committed(&self) -> Amount {
-        self.spent
-            .checked_add(self.held)
-            .expect("spent + held never exceeds a cap, so it cannot overflow")
+        Amount(self.spent.0.saturating_add(self.held.0))
     }
 
     /// What is left under `cap`.
@@ -35,24 +35,30 @@ impl Usage {
         self.committed().checked_add(amount).is_some_and(|total| total <= cap)
     }
 
-    fn hold(&mut self, amount: Amount) {
-        self.held = self
-            .held
-            .checked_add(amount)
-            .expect("checked by fits() before reserving");
+    /// This usage with `amount` more held, if it does not overflow.
+    fn with_hold(self, amount: Amount) -> Option<Usage> {
+        Some(Usage {
+            spent: self.spent,
+            held: self.held.checked_add(amount)?,
+        })
     }
 
-    /// Moves a hold to spent: `captured` becomes spent, the whole hold stops
-    /// being held.
-    fn settle(&mut self, held: Amount, captured: Amount) {
-        self.held = self
-            .held
-            .checked_sub(held)
-            .expect("a level never holds less than its live holds");
-        self.spent = self
-            .spent
-            .checked_add(captured)
-            .expect("captured <= held, so spent + held stays <= cap");
+    /// This usage after a hold of `held` ends with `captured` of it spent, if
+    /// the level holds at least `held` and nothing overflows.
+    fn settled(self, held: Amount, captured: Amount) -> Option<Usage> {
+        Some(Usage {
+            held: self.held.checked_sub(held)?,
+            spent: self.spent.checked_add(captured)?,
+        })
+    }
+
+    /// [`Self::settled`] that saturates instead of failing: used only where
+    /// no command can be refused (expiry), see [`Ledger::expire_hold`].
+    fn settled_saturating(self, held: Amount, captured: Amount) -> Usage {
+        Usage {
+            held: self.held.saturating_sub(held),
+            spent: Amount(self.spent.0.saturating_add(captured.0)),
+        }
     }
 }
 
@@ -86,6 +92,8 @@ pub struct Budget {
     pub parent: Option<BudgetId>,
     pub depth: u8,
     pub created_at_ms: u64,
+    /// Tools no session under this budget may be authorized for.
+    pub blocked_tools: BTreeSet<Tool>,
 }
 
 /// The seed's PaymentSession: a credential with a cap baked in.
@@ -102,6 +110,10 @@ pub struct Session {
     pub created_at_ms: u64,
     pub expires_at_ms: u64,
     pub revoked: bool,
+    /// The tools the session may be authorized for; `None` allows any.
+    pub tools: Option<BTreeSet<Tool>>,
+    /// Most live holds the session may have at once.
+    pub live_holds_max: u32,
 }
 
 /// An authorization: money reserved until captured, voided or expired.
@@ -220,18 +232,41 @@ pub struct Ledger {
     pub(crate) by_token: BTreeMap<TokenHash, SessionId>,
     pub(crate) hold_deadlines: BTreeSet<(u64, HoldId)>,
     pub(crate) key_deadlines: BTreeSet<(u64, ScopedKey)>,
+    /// Live holds per session (sessions with none are absent).
+    pub(crate) live_per_session: BTreeMap<SessionId, u32>,
     pub(crate) changes: Changes,
     /// The command being applied (not state: set by `apply`).
     pub(crate) position: Position,
 }
 
 fn fingerprint<T: Serialize>(value: &T) -> [u8; 16] {
-    // Encoding plain data into a Vec cannot fail.
-    let bytes = postcard::to_allocvec(value).expect("postcard encodes plain data");
+    // Encoding plain data into a Vec cannot fail; were it ever to, every
+    // replica would hash the same empty input, which is still deterministic.
+    let bytes = postcard::to_allocvec(value).unwrap_or_default();
     let hash = Sha256::digest(bytes);
     let mut out = [0u8; 16];
-    out.copy_from_slice(&hash[..16]);
+    for (o, h) in out.iter_mut().zip(hash.iter()) {
+        *o = *h;
+    }
     out
+}
+
+/// One cap a hold counts against: the session's, a tool cap on the session,
+/// a budget's, or a tool cap on a budget.
+#[derive(Clone, Debug)]
+enum Level {
+    Session,
+    SessionTool,
+    Budget(BudgetId),
+    BudgetTool(BudgetId),
+}
+
+/// New usages for every level a hold touches, computed (with checked
+/// arithmetic) before anything changes.
+type Plan = Vec<(Level, Usage)>;
+
+fn inconsistent(detail: impl Into<String>) -> Outcome {
+    Outcome::Refused(Refusal::Inconsistent { detail: detail.into() })
 }
 
 impl Ledger {
@@ -242,18 +277,32 @@ impl Ledger {
     /// Applies one log entry: first time moves forward (expiring holds and
     /// idempotency keys whose time has come), then each command in order.
     /// Returns exactly one outcome per command.
+    ///
+    /// An entry with more than [`ENTRY_COMMANDS_MAX`] commands (no node
+    /// proposes one) is refused whole: every command is answered
+    /// `Refused(Invalid)` and nothing but the entry counter changes, not even
+    /// the clock.
     pub fn apply(&mut self, log_index: u64, entry: &Entry) -> Vec<Outcome> {
-        self.advance_time(entry.time_ms);
-        let mut outcomes = Vec::with_capacity(entry.commands.len());
-        for (i, command) in entry.commands.iter().enumerate() {
-            self.position = Position {
-                log_index,
-                batch_position: i as u32,
-                time_ms: self.meta.now_ms,
-            };
-            outcomes.push(self.apply_command(command));
-        }
-        self.meta.entries_applied += 1;
+        let outcomes = if entry.commands.len() > ENTRY_COMMANDS_MAX {
+            let refusal = Refusal::Invalid(InvalidCommand::new(
+                "commands",
+                format!("an entry carries at most {ENTRY_COMMANDS_MAX} commands"),
+            ));
+            vec![Outcome::Refused(refusal); entry.commands.len()]
+        } else {
+            self.advance_time(entry.time_ms);
+            let mut outcomes = Vec::with_capacity(entry.commands.len());
+            for (i, command) in entry.commands.iter().enumerate() {
+                self.position = Position {
+                    log_index,
+                    batch_position: u32::try_from(i).unwrap_or(u32::MAX),
+                    time_ms: self.meta.now_ms,
+                };
+                outcomes.push(self.apply_command(command));
+            }
+            outcomes
+        };
+        self.meta.entries_applied = self.meta.entries_applied.saturating_add(1);
         self.changes.dirty.insert(RecordKey::Meta);
         #[cfg(debug_assertions)]
         self.check_touched();
@@ -275,7 +324,9 @@ impl Ledger {
             if deadline > now {
                 break;
             }
-            self.resolve_hold(id, HoldStatus::Expired, Amount::ZERO, None);
+            // Popped first, so the loop ends even if the hold were missing.
+            self.hold_deadlines.pop_first();
+            self.expire_hold(id);
         }
         while let Some((deadline, _)) = self.key_deadlines.first() {
             if *deadline > now {
@@ -356,7 +407,8 @@ impl Ledger {
                 && existing
                     .tool_caps
                     .iter()
-                    .all(|(t, u)| c.tool_caps.get(t) == Some(&u.cap));
+                    .all(|(t, u)| c.tool_caps.get(t) == Some(&u.cap))
+                && existing.blocked_tools == c.blocked_tools;
             return if same {
                 Outcome::BudgetCreated { existed: true }
             } else {
@@ -380,7 +432,7 @@ impl Ledger {
                 Some(parent) if parent.depth >= BUDGET_DEPTH_MAX => {
                     return Outcome::Refused(Refusal::BudgetDepthExceeded)
                 }
-                Some(parent) => parent.depth + 1,
+                Some(parent) => parent.depth.saturating_add(1),
             },
         };
         let budget = Budget {
@@ -395,6 +447,7 @@ impl Ledger {
             parent: c.parent.clone(),
             depth,
             created_at_ms: self.meta.now_ms,
+            blocked_tools: c.blocked_tools.clone(),
         };
         self.budgets.insert(c.id.clone(), budget);
         self.changes.dirty.insert(RecordKey::Budget(c.id.clone()));
@@ -402,7 +455,7 @@ impl Ledger {
     }
 
     fn update_budget(&mut self, c: &UpdateBudget) -> Outcome {
-        let Some(budget) = self.budgets.get_mut(&c.id) else {
+        let Some(budget) = self.budgets.get(&c.id) else {
             return Outcome::Refused(Refusal::UnknownBudget {
                 budget_id: c.id.clone(),
             });
@@ -413,13 +466,24 @@ impl Ledger {
                 return Outcome::Refused(Refusal::CapBelowUsage { committed });
             }
         }
-        // New per-tool caps start from the usage the old table tracked; a
-        // tool that had no cap before has no tracked usage, so it starts at
-        // zero (documented: add tool caps before traffic flows).
+        // A tool cap that stays keeps its usage. A tool cap that is new
+        // counts spend from now on, and starts out holding every live hold
+        // for the tool under this budget: those holds will be released
+        // through it, so it must count them (else releasing one would take
+        // more from the cap than it ever held). It may not be set below them.
         let mut new_tool_caps = BTreeMap::new();
         if let Some(caps) = &c.tool_caps {
             for (tool, cap) in caps {
-                let usage = budget.tool_caps.get(tool).map(|u| u.usage).unwrap_or_default();
+                let usage = match budget.tool_caps.get(tool) {
+                    Some(existing) => existing.usage,
+                    None => match self.live_held_under(&c.id, tool) {
+                        Some(held) => Usage {
+                            spent: Amount::ZERO,
+                            held,
+                        },
+                        None => return inconsistent("live holds for the tool overflow"),
+                    },
+                };
                 if *cap < usage.committed() {
                     return Outcome::Refused(Refusal::CapBelowUsage {
                         committed: usage.committed(),
@@ -428,21 +492,48 @@ impl Ledger {
                 new_tool_caps.insert(tool.clone(), CapUsage { cap: *cap, usage });
             }
         }
+        let Some(budget) = self.budgets.get_mut(&c.id) else {
+            return Outcome::Refused(Refusal::UnknownBudget {
+                budget_id: c.id.clone(),
+            });
+        };
         if let Some(cap) = c.cap {
             budget.limit.cap = cap;
         }
         if c.tool_caps.is_some() {
             budget.tool_caps = new_tool_caps;
         }
+        if let Some(blocked) = &c.blocked_tools {
+            budget.blocked_tools = blocked.clone();
+        }
         self.changes.dirty.insert(RecordKey::Budget(c.id.clone()));
         Outcome::BudgetUpdated
     }
 
+    /// The sum of the live holds for `tool` by sessions drawing on `budget`
+    /// (directly or through a budget below it); `None` on overflow.
+    fn live_held_under(&self, budget: &BudgetId, tool: &Tool) -> Option<Amount> {
+        let mut total = Amount::ZERO;
+        for hold in self.holds.values().filter(|h| &h.tool == tool) {
+            let Some(session) = self.sessions.get(&hold.session_id) else {
+                continue;
+            };
+            if self.budget_chain(session).contains(budget) {
+                total = total.checked_add(hold.amount)?;
+            }
+        }
+        Some(total)
+    }
+
     fn create_session(&mut self, c: &CreateSession) -> Outcome {
         if let Some(existing) = self.sessions.get(&c.id) {
-            // A retry of the same creation (its token is a new random one, so
-            // it is not compared): report the session as it is.
-            let same = existing.asset == c.asset
+            // A retry of the same creation, with the same token: report the
+            // session as it is (the caller's token works). The same id with
+            // another token is a different creation: refused, so no caller
+            // is ever told "created" while holding a token that does not
+            // work.
+            let same = existing.token_hash == c.token_hash
+                && existing.asset == c.asset
                 && existing.limit.cap == c.cap
                 && existing.budget == c.budget
                 && existing.agent_id == c.agent_id
@@ -451,7 +542,9 @@ impl Ledger {
                 && existing
                     .tool_caps
                     .iter()
-                    .all(|(t, u)| c.tool_caps.get(t) == Some(&u.cap));
+                    .all(|(t, u)| c.tool_caps.get(t) == Some(&u.cap))
+                && existing.tools == c.tools
+                && existing.live_holds_max == c.live_holds_limit();
             return if same {
                 Outcome::SessionCreated {
                     existed: true,
@@ -499,6 +592,8 @@ impl Ledger {
             created_at_ms: now,
             expires_at_ms,
             revoked: false,
+            tools: c.tools.clone(),
+            live_holds_max: c.live_holds_limit(),
         };
         self.by_token.insert(c.token_hash, c.id.clone());
         self.sessions.insert(c.id.clone(), session);
@@ -560,11 +655,15 @@ impl Ledger {
         self.changes.dirty.insert(RecordKey::Idempotency(key));
     }
 
-    /// The budgets a session draws on, nearest first.
+    /// The budgets a session draws on, nearest first. At most
+    /// [`BUDGET_DEPTH_MAX`] long, so even a corrupt parent cycle cannot loop.
     fn budget_chain(&self, session: &Session) -> Vec<BudgetId> {
         let mut chain = Vec::new();
         let mut next = session.budget.clone();
         while let Some(id) = next {
+            if chain.len() >= usize::from(BUDGET_DEPTH_MAX) {
+                break;
+            }
             let Some(b) = self.budgets.get(&id) else { break };
             next = b.parent.clone();
             chain.push(id);
@@ -599,25 +698,27 @@ impl Ledger {
             Err(other) => return other,
         };
 
-        // Reserve at every level.
-        let session = self.sessions.get_mut(&c.session_id).expect("looked up above");
-        session.limit.usage.hold(amount);
-        if let Some(tc) = session.tool_caps.get_mut(&c.tool) {
-            tc.usage.hold(amount);
-        }
-        let session_remaining = session.limit.remaining();
-        for budget_id in &chain {
-            let b = self.budgets.get_mut(budget_id).expect("in the chain");
-            b.limit.usage.hold(amount);
-            if let Some(tc) = b.tool_caps.get_mut(&c.tool) {
-                tc.usage.hold(amount);
-            }
-            self.changes.dirty.insert(RecordKey::Budget(budget_id.clone()));
-        }
-        self.changes.dirty.insert(RecordKey::Session(c.session_id.clone()));
+        // Plan everything with checked arithmetic, then change the state.
+        let Some(plan) = self.plan(session, &c.tool, &chain, |u| u.with_hold(amount)) else {
+            return inconsistent("reserving the hold overflows a level");
+        };
+        let Some(next_hold_id) = self.meta.next_hold_id.checked_add(1) else {
+            return inconsistent("hold ids are exhausted");
+        };
+        let live = self.live_per_session.get(&c.session_id).copied().unwrap_or(0);
+        let Some(live) = live.checked_add(1) else {
+            return inconsistent("live hold count overflows");
+        };
+        let session_remaining = plan
+            .iter()
+            .find(|(l, _)| matches!(l, Level::Session))
+            .map(|(_, u)| u.remaining(session.limit.cap))
+            .unwrap_or_default();
+        self.write_plan(&c.session_id, &c.tool, plan);
 
         let hold_id = HoldId(self.meta.next_hold_id);
-        self.meta.next_hold_id += 1;
+        self.meta.next_hold_id = next_hold_id;
+        self.live_per_session.insert(c.session_id.clone(), live);
         let expires_at_ms = now.saturating_add(c.hold_ttl_ms.unwrap_or(HOLD_TTL_DEFAULT_MS));
         self.holds.insert(
             hold_id,
@@ -654,6 +755,58 @@ impl Ledger {
         outcome
     }
 
+    /// The new usage `change` gives every level a hold for `tool` by
+    /// `session` counts against (the session, its tool cap, each budget in
+    /// `chain` and its tool cap), or `None` if any of them fails. Touches
+    /// nothing.
+    fn plan(
+        &self,
+        session: &Session,
+        tool: &Tool,
+        chain: &[BudgetId],
+        change: impl Fn(Usage) -> Option<Usage>,
+    ) -> Option<Plan> {
+        let mut plan = vec![(Level::Session, change(session.limit.usage)?)];
+        if let Some(tc) = session.tool_caps.get(tool) {
+            plan.push((Level::SessionTool, change(tc.usage)?));
+        }
+        for budget_id in chain {
+            let Some(b) = self.budgets.get(budget_id) else { continue };
+            plan.push((Level::Budget(budget_id.clone()), change(b.limit.usage)?));
+            if let Some(tc) = b.tool_caps.get(tool) {
+                plan.push((Level::BudgetTool(budget_id.clone()), change(tc.usage)?));
+            }
+        }
+        Some(plan)
+    }
+
+    /// Writes a plan's usages (every level it names exists: the plan was
+    /// made from the same state, with nothing changed in between).
+    fn write_plan(&mut self, session_id: &SessionId, tool: &Tool, plan: Plan) {
+        for (level, usage) in plan {
+            let slot = match &level {
+                Level::Session => self.sessions.get_mut(session_id).map(|s| &mut s.limit),
+                Level::SessionTool => self
+                    .sessions
+                    .get_mut(session_id)
+                    .and_then(|s| s.tool_caps.get_mut(tool)),
+                Level::Budget(id) => self.budgets.get_mut(id).map(|b| &mut b.limit),
+                Level::BudgetTool(id) => self.budgets.get_mut(id).and_then(|b| b.tool_caps.get_mut(tool)),
+            };
+            if let Some(slot) = slot {
+                slot.usage = usage;
+            }
+            match level {
+                Level::Session | Level::SessionTool => {
+                    self.changes.dirty.insert(RecordKey::Session(session_id.clone()));
+                }
+                Level::Budget(id) | Level::BudgetTool(id) => {
+                    self.changes.dirty.insert(RecordKey::Budget(id));
+                }
+            }
+        }
+    }
+
     /// Every check of an authorization, touching nothing: the amount in the
     /// session's asset and the budgets it draws on, or the denial (or
     /// refusal) to answer.
@@ -668,6 +821,29 @@ impl Ledger {
             .amount
             .resolve(session.asset.decimals)
             .map_err(|e| Outcome::Refused(Refusal::InvalidAmount { message: e.to_string() }))?;
+        if let Some(tools) = &session.tools {
+            if !tools.contains(&c.tool) {
+                return Err(Outcome::Denied(DenyReason::ToolNotAllowed));
+            }
+        }
+        let chain = self.budget_chain(session);
+        for budget_id in &chain {
+            if self
+                .budgets
+                .get(budget_id)
+                .is_some_and(|b| b.blocked_tools.contains(&c.tool))
+            {
+                return Err(Outcome::Denied(DenyReason::ToolBlocked {
+                    budget_id: budget_id.clone(),
+                }));
+            }
+        }
+        let live = self.live_per_session.get(&session.id).copied().unwrap_or(0);
+        if live >= session.live_holds_max {
+            return Err(Outcome::Denied(DenyReason::TooManyHolds {
+                limit: session.live_holds_max,
+            }));
+        }
         if let Some(tc) = session.tool_caps.get(&c.tool) {
             if !tc.usage.fits(tc.cap, amount) {
                 return Err(Outcome::Denied(DenyReason::ToolCap {
@@ -682,9 +858,8 @@ impl Ledger {
                 remaining: session.limit.remaining(),
             }));
         }
-        let chain = self.budget_chain(session);
         for budget_id in &chain {
-            let b = &self.budgets[budget_id];
+            let Some(b) = self.budgets.get(budget_id) else { continue };
             if let Some(tc) = b.tool_caps.get(&c.tool) {
                 if !tc.usage.fits(tc.cap, amount) {
                     return Err(Outcome::Denied(DenyReason::ToolCap {
@@ -764,9 +939,12 @@ impl Ledger {
                 Err(e) => return Outcome::Refused(Refusal::InvalidAmount { message: e.to_string() }),
             },
         };
-        if captured > hold.amount {
+        let Some(released) = hold.amount.checked_sub(captured) else {
             return Outcome::Refused(Refusal::AmountExceedsHold { held: hold.amount });
-        }
+        };
+        let Some(next_receipt_id) = self.meta.next_receipt_id.checked_add(1) else {
+            return inconsistent("receipt ids are exhausted");
+        };
         let owner = session.id.clone();
         let receipt_id = ReceiptId(self.meta.next_receipt_id);
         let receipt = Receipt {
@@ -791,12 +969,10 @@ impl Ledger {
             context: hold.context.clone(),
             previous_history_hash: [0; 32],
         };
-        self.meta.next_receipt_id += 1;
-        let released = hold
-            .amount
-            .checked_sub(captured)
-            .expect("captured <= held, checked above");
-        self.resolve_hold(c.hold_id, HoldStatus::Captured, captured, Some(receipt));
+        if let Err(outcome) = self.resolve_hold(c.hold_id, HoldStatus::Captured, captured, Some(receipt)) {
+            return outcome;
+        }
+        self.meta.next_receipt_id = next_receipt_id;
         let outcome = Outcome::Captured {
             captured: Captured {
                 at: self.position,
@@ -823,7 +999,9 @@ impl Ledger {
         };
         let released = hold.amount;
         let owner = hold.session_id.clone();
-        self.resolve_hold(c.hold_id, HoldStatus::Voided, Amount::ZERO, None);
+        if let Err(outcome) = self.resolve_hold(c.hold_id, HoldStatus::Voided, Amount::ZERO, None) {
+            return outcome;
+        }
         let outcome = Outcome::Voided {
             at: self.position,
             hold_id: c.hold_id,
@@ -834,29 +1012,85 @@ impl Ledger {
         outcome
     }
 
-    /// Ends a hold: releases it at every level, counts `captured` as spent,
-    /// and moves it (and its receipt) to history.
-    fn resolve_hold(&mut self, hold_id: HoldId, status: HoldStatus, captured: Amount, receipt: Option<Receipt>) {
+    /// Ends a hold on a command's behalf: releases it at every level, counts
+    /// `captured` as spent, and moves it (and its receipt) to history. Every
+    /// level's new usage is computed first; if any would underflow or
+    /// overflow (the invariants rule it out) the command is refused and
+    /// nothing changes.
+    fn resolve_hold(
+        &mut self,
+        hold_id: HoldId,
+        status: HoldStatus,
+        captured: Amount,
+        receipt: Option<Receipt>,
+    ) -> Result<(), Outcome> {
+        let Some(hold) = self.holds.get(&hold_id) else {
+            return Err(Outcome::Refused(Refusal::UnknownAuthorization));
+        };
+        let plan = match self.sessions.get(&hold.session_id) {
+            Some(session) => {
+                let chain = self.budget_chain(session);
+                let (amount, tool) = (hold.amount, &hold.tool);
+                match self.plan(session, tool, &chain, |u| u.settled(amount, captured)) {
+                    Some(plan) => Some(plan),
+                    None => return Err(inconsistent("a level holds less than the hold being resolved")),
+                }
+            }
+            None => None,
+        };
+        self.finish_hold(hold_id, plan, status, captured, receipt);
+        Ok(())
+    }
+
+    /// Ends a hold whose time has come. There is no command to refuse here,
+    /// so where the checked release fails (a level holding less than the
+    /// hold, which the invariants rule out) the release saturates at zero:
+    /// deterministic on every replica, never a panic, and the hold still
+    /// leaves the live state and its deadline index.
+    fn expire_hold(&mut self, hold_id: HoldId) {
+        let Some(hold) = self.holds.get(&hold_id) else {
+            return;
+        };
+        let plan = self.sessions.get(&hold.session_id).map(|session| {
+            let chain = self.budget_chain(session);
+            let amount = hold.amount;
+            self.plan(session, &hold.tool, &chain, |u| u.settled(amount, Amount::ZERO))
+                .or_else(|| {
+                    self.plan(session, &hold.tool, &chain, |u| {
+                        Some(u.settled_saturating(amount, Amount::ZERO))
+                    })
+                })
+                .unwrap_or_default()
+        });
+        self.finish_hold(hold_id, plan, HoldStatus::Expired, Amount::ZERO, None);
+    }
+
+    /// Writes a resolution planned by [`Self::resolve_hold`] or
+    /// [`Self::expire_hold`]: the usages, the hold's move to history, the
+    /// indexes. Cannot fail.
+    fn finish_hold(
+        &mut self,
+        hold_id: HoldId,
+        plan: Option<Plan>,
+        status: HoldStatus,
+        captured: Amount,
+        receipt: Option<Receipt>,
+    ) {
         let Some(mut hold) = self.holds.remove(&hold_id) else {
-            debug_assert!(false, "resolve_hold on a hold that is not live");
             return;
         };
         self.hold_deadlines.remove(&(hold.expires_at_ms, hold_id));
         self.changes.dirty.insert(RecordKey::Hold(hold_id));
-        if let Some(session) = self.sessions.get_mut(&hold.session_id) {
-            session.limit.usage.settle(hold.amount, captured);
-            if let Some(tc) = session.tool_caps.get_mut(&hold.tool) {
-                tc.usage.settle(hold.amount, captured);
+        if let Some(plan) = plan {
+            self.write_plan(&hold.session_id, &hold.tool, plan);
+        }
+        match self.live_per_session.get(&hold.session_id).copied() {
+            Some(n) if n > 1 => {
+                self.live_per_session
+                    .insert(hold.session_id.clone(), n.saturating_sub(1));
             }
-            let session = session.clone();
-            self.changes.dirty.insert(RecordKey::Session(session.id.clone()));
-            for budget_id in self.budget_chain(&session) {
-                let b = self.budgets.get_mut(&budget_id).expect("in the chain");
-                b.limit.usage.settle(hold.amount, captured);
-                if let Some(tc) = b.tool_caps.get_mut(&hold.tool) {
-                    tc.usage.settle(hold.amount, captured);
-                }
-                self.changes.dirty.insert(RecordKey::Budget(budget_id));
+            _ => {
+                self.live_per_session.remove(&hold.session_id);
             }
         }
         hold.status = status;
@@ -905,6 +1139,11 @@ impl Ledger {
     /// A live hold; resolved holds are in history.
     pub fn live_hold(&self, id: HoldId) -> Option<&Hold> {
         self.holds.get(&id)
+    }
+
+    /// How many live holds a session has.
+    pub fn live_holds_of(&self, id: &SessionId) -> u32 {
+        self.live_per_session.get(id).copied().unwrap_or(0)
     }
 
     /// True when the id was handed out (live or resolved).
@@ -974,7 +1213,9 @@ impl Ledger {
             available = available.min(tc.remaining());
         }
         for budget_id in self.budget_chain(session) {
-            let b = &self.budgets[&budget_id];
+            let Some(b) = self.budgets.get(&budget_id) else {
+                continue;
+            };
             available = available.min(b.limit.remaining());
             if let Some(tc) = tool.and_then(|t| b.tool_caps.get(t)) {
                 available = available.min(tc.remaining());

@@ -64,6 +64,7 @@ impl World {
             cap: usd(cap),
             tool_caps: tool_caps.iter().map(|(t, c)| (tool(t), usd(c))).collect(),
             parent: parent.map(bid),
+            blocked_tools: Default::default(),
         }));
         assert_eq!(out, Outcome::BudgetCreated { existed: false });
     }
@@ -80,6 +81,8 @@ impl World {
             wallet_address: Some("0xabc".into()),
             tool_caps: tool_caps.iter().map(|(t, c)| (tool(t), usd(c))).collect(),
             budget: budget.map(bid),
+            tools: None,
+            live_holds_max: None,
         }));
         assert!(matches!(out, Outcome::SessionCreated { existed: false, .. }), "{out:?}");
     }
@@ -467,6 +470,7 @@ fn budgets_validate_parents_assets_and_duplicates() {
         cap: usd("100"),
         tool_caps: BTreeMap::new(),
         parent: None,
+        blocked_tools: Default::default(),
     }));
     assert_eq!(again, Outcome::BudgetCreated { existed: true });
     let different = w.run(Command::CreateBudget(CreateBudget {
@@ -475,6 +479,7 @@ fn budgets_validate_parents_assets_and_duplicates() {
         cap: usd("5"),
         tool_caps: BTreeMap::new(),
         parent: None,
+        blocked_tools: Default::default(),
     }));
     assert_eq!(different, Outcome::Refused(Refusal::AlreadyExists));
     let orphan = w.run(Command::CreateBudget(CreateBudget {
@@ -483,6 +488,7 @@ fn budgets_validate_parents_assets_and_duplicates() {
         cap: usd("5"),
         tool_caps: BTreeMap::new(),
         parent: Some(bid("ghost")),
+        blocked_tools: Default::default(),
     }));
     assert_eq!(
         orphan,
@@ -499,6 +505,7 @@ fn budgets_validate_parents_assets_and_duplicates() {
         cap: Amount(1),
         tool_caps: BTreeMap::new(),
         parent: Some(bid("org")),
+        blocked_tools: Default::default(),
     }));
     assert!(matches!(eth, Outcome::Refused(Refusal::AssetMismatch { .. })));
     // Lowering a cap below what is committed is refused.
@@ -508,12 +515,14 @@ fn budgets_validate_parents_assets_and_duplicates() {
         id: bid("org"),
         cap: Some(usd("39")),
         tool_caps: None,
+        blocked_tools: None,
     }));
     assert_eq!(lower, Outcome::Refused(Refusal::CapBelowUsage { committed: usd("40") }));
     let raise = w.run(Command::UpdateBudget(UpdateBudget {
         id: bid("org"),
         cap: Some(usd("200")),
         tool_caps: None,
+        blocked_tools: None,
     }));
     assert_eq!(raise, Outcome::BudgetUpdated);
 }

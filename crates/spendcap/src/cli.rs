@@ -109,6 +109,10 @@ pub enum BudgetCommand {
         /// TOOL=CAP, repeatable.
         #[arg(long = "tool-cap")]
         tool_caps: Vec<String>,
+        /// Tools no session under this budget may spend on, comma-separated
+        /// (default: none; at most 64).
+        #[arg(long = "blocked-tools", value_delimiter = ',')]
+        blocked_tools: Vec<String>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -145,6 +149,14 @@ pub enum SessionCommand {
         /// TOOL=CAP, repeatable.
         #[arg(long = "tool-cap")]
         tool_caps: Vec<String>,
+        /// The only tools the session may spend on, comma-separated
+        /// (default: any tool; at most 64).
+        #[arg(long, value_delimiter = ',')]
+        tools: Option<Vec<String>>,
+        /// Most live (held) authorizations at once (default 1000; at most
+        /// 100000).
+        #[arg(long)]
+        live_holds_max: Option<u32>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -352,6 +364,7 @@ pub async fn run(command: ApiCommand) -> anyhow::Result<()> {
             asset,
             decimals,
             tool_caps,
+            blocked_tools,
             conn,
         }) => print(
             &conn
@@ -363,6 +376,7 @@ pub async fn run(command: ApiCommand) -> anyhow::Result<()> {
                     decimals,
                     tool_caps: parse_tool_caps(&tool_caps)?,
                     parent,
+                    blocked_tools: blocked_tools.into_iter().collect(),
                 })
                 .await?,
         ),
@@ -380,8 +394,12 @@ pub async fn run(command: ApiCommand) -> anyhow::Result<()> {
             asset,
             decimals,
             tool_caps,
+            tools,
+            live_holds_max,
             conn,
         }) => print(
+            // The client picks the id and the token when none is given, so
+            // its retries after an unknown outcome are exact replays.
             &conn
                 .client()?
                 .create_session(&CreateSessionRequest {
@@ -394,6 +412,9 @@ pub async fn run(command: ApiCommand) -> anyhow::Result<()> {
                     wallet_address: wallet,
                     tool_caps: parse_tool_caps(&tool_caps)?,
                     budget,
+                    tools: tools.map(|t| t.into_iter().collect()),
+                    live_holds_max,
+                    token: None,
                 })
                 .await?,
         ),

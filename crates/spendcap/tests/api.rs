@@ -698,3 +698,258 @@ async fn bad_requests_get_4xx_json_and_change_nothing() {
     // The token rotated above replaced the first one.
     assert_eq!(s1.get_session("s1").await.expect_err("old token").status(), Some(401));
 }
+
+/// Issue 11 items 4 and 5 (ledger part) and 7 over HTTP: a session's tool
+/// allowlist, a budget's blocked tools, the live-hold limit, and a large
+/// decimal amount. On the base commit these fields did not exist (the
+/// requests were refused as unknown fields) and "1000000000.5" was refused
+/// as too large.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowlists_blocked_tools_live_hold_limit_and_large_amounts_over_http() {
+    let cluster = Cluster::start(1, &[]).await;
+    let admin = cluster.client(0);
+
+    // The seed's agent with tools=["search"].
+    let agent = session(&admin, "agent", "25", json!({"tools": ["search"]})).await;
+    let other = agent.authorize("agent", &auth("1", "gpu")).await.expect("decision");
+    assert_eq!(
+        (other.decision.as_str(), other.reason.as_deref()),
+        ("denied", Some("tool_not_allowed"))
+    );
+    let ok = agent.authorize("agent", &auth("1", "search")).await.expect("decision");
+    assert_eq!(ok.decision, "approved");
+    let view = agent.get_session("agent").await.expect("view");
+    assert_eq!(view.tools, Some(["search".to_string()].into()));
+    assert_eq!((view.live_holds, view.live_holds_max), (1, 1000));
+
+    // A tool blocked on the budget above the session.
+    admin
+        .create_budget(&CreateBudgetRequest {
+            id: "org:blocking".into(),
+            cap: "100".into(),
+            blocked_tools: ["casino".to_string()].into(),
+            ..Default::default()
+        })
+        .await
+        .expect("budget");
+    let b = session(&admin, "b", "25", json!({"budget": "org:blocking"})).await;
+    let blocked = b.authorize("b", &auth("1", "casino")).await.expect("decision");
+    assert_eq!(
+        (
+            blocked.decision.as_str(),
+            blocked.reason.as_deref(),
+            blocked.budget_id.as_deref()
+        ),
+        ("denied", Some("tool_blocked"), Some("org:blocking"))
+    );
+    assert_eq!(
+        b.authorize("b", &auth("1", "search")).await.expect("decision").decision,
+        "approved"
+    );
+    let budget = admin.get_budget("org:blocking").await.expect("budget view");
+    assert_eq!(budget.blocked_tools, ["casino".to_string()].into());
+    // Unblocking by replacing the list.
+    admin
+        .update_budget(
+            "org:blocking",
+            &UpdateBudgetRequest {
+                blocked_tools: Some(Default::default()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("unblock");
+    assert_eq!(
+        b.authorize("b", &auth("1", "casino")).await.expect("decision").decision,
+        "approved"
+    );
+
+    // A flood of one-unit holds stops at the session's limit.
+    let flood = session(&admin, "flood", "25", json!({"live_holds_max": 5})).await;
+    let one_unit = AuthorizeRequest {
+        amount_atomic: Some("1".into()),
+        tool: "search".into(),
+        ..Default::default()
+    };
+    let mut approved = 0;
+    let mut denial = None;
+    for _ in 0..12 {
+        let d = flood.authorize("flood", &one_unit).await.expect("decision");
+        if d.decision == "approved" {
+            approved += 1;
+        } else {
+            denial = d.reason;
+            break;
+        }
+    }
+    assert_eq!((approved, denial.as_deref()), (5, Some("live_holds_max")));
+    assert_eq!(flood.get_session("flood").await.expect("view").live_holds, 5);
+    let too_many = admin
+        .create_session(&CreateSessionRequest {
+            cap: "1".into(),
+            agent_id: "a".into(),
+            live_holds_max: Some(100_001),
+            ..Default::default()
+        })
+        .await
+        .expect_err("limit above the maximum");
+    assert_eq!(
+        (too_many.status(), too_many.code()),
+        (Some(400), Some("invalid_request"))
+    );
+
+    // A large decimal amount (integer part above ~340 million).
+    let big = session(&admin, "big", "5000000000", json!({})).await;
+    let d = big
+        .authorize("big", &auth("1000000000.5", "search"))
+        .await
+        .expect("decision");
+    assert_eq!(
+        (d.decision.as_str(), d.amount.as_deref()),
+        ("approved", Some("1000000000.50"))
+    );
+}
+
+/// Issue 11 item 6b: a retried create must leave the caller with a working
+/// token. On the base commit the retry answered 200 `existed` without the
+/// token (and a retry of a create whose answer was lost left the caller
+/// with none); a caller-chosen token did not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_create_retried_with_the_same_token_answers_a_working_token() {
+    let cluster = Cluster::start(1, &[]).await;
+    let admin = cluster.client(0);
+    let token = format!("sct_{}", "a1".repeat(32));
+    let req = CreateSessionRequest {
+        id: Some("retry".into()),
+        cap: "25".into(),
+        agent_id: "agent".into(),
+        token: Some(token.clone()),
+        ..Default::default()
+    };
+    let first = admin.create_session(&req).await.expect("create");
+    assert!(!first.existed);
+    assert_eq!(first.session_token.as_deref(), Some(token.as_str()));
+    let again = admin.create_session(&req).await.expect("retried create");
+    assert!(again.existed);
+    let answered = again.session_token.expect("the token again");
+    assert_eq!(answered, token);
+    let me = admin.with_token(answered).whoami().await.expect("the token works");
+    assert_eq!(me.id, "retry");
+
+    let other = admin
+        .create_session(&CreateSessionRequest {
+            token: Some(format!("sct_{}", "b2".repeat(32))),
+            ..req.clone()
+        })
+        .await
+        .expect_err("another token");
+    assert_eq!((other.status(), other.code()), (Some(409), Some("already_exists")));
+    assert!(other.to_string().contains("same token"), "{other}");
+    // The first token still works, the other one never did.
+    assert!(admin.with_token(token.clone()).whoami().await.is_ok());
+    let never = admin.with_token(format!("sct_{}", "b2".repeat(32))).whoami().await;
+    assert_eq!(never.expect_err("unknown token").status(), Some(401));
+
+    let bad_character = format!("sct_{}!", "a".repeat(40));
+    for bad in [
+        "sct_short",
+        "xyz_0123456789abcdef0123456789abcdef",
+        bad_character.as_str(),
+    ] {
+        let e = admin
+            .create_session(&CreateSessionRequest {
+                id: Some("badtoken".into()),
+                token: Some(bad.to_string()),
+                ..req.clone()
+            })
+            .await
+            .expect_err("bad token");
+        assert_eq!((e.status(), e.code()), (Some(400), Some("invalid_request")), "{bad}");
+    }
+    // The client crate picks the id and token itself: its create is a
+    // replay-safe request whose token works.
+    let prepared = client::prepare_session(CreateSessionRequest {
+        cap: "5".into(),
+        agent_id: "agent".into(),
+        ..Default::default()
+    });
+    let a = admin.create_session(&prepared).await.expect("create");
+    let b = admin.create_session(&prepared).await.expect("replay");
+    assert_eq!((a.existed, b.existed), (false, true));
+    assert_eq!(a.session_token, b.session_token);
+    assert!(admin.with_token(b.session_token.expect("token")).whoami().await.is_ok());
+}
+
+/// Issue 11 item 1: adding a per-tool cap while holds for the tool are
+/// live, then capturing, voiding and letting one expire. On the base commit
+/// the first release underflowed inside apply and every replica panicked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_cap_added_under_live_holds_then_resolved_keeps_three_nodes_healthy() {
+    let cluster = Cluster::start(3, &[]).await;
+    let admin = cluster.client(cluster.leader().await);
+    admin
+        .create_budget(&CreateBudgetRequest {
+            id: "org:patch".into(),
+            cap: "100".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("budget");
+    let s = session(&admin, "patched", "50", json!({"budget": "org:patch"})).await;
+    let hold = |amount: &str, seconds: u64| AuthorizeRequest {
+        hold_seconds: Some(seconds),
+        ..auth(amount, "gpu")
+    };
+    let mut ids = Vec::new();
+    for (amount, seconds) in [("4", 600), ("3", 600), ("2", 1)] {
+        let d = s.authorize("patched", &hold(amount, seconds)).await.expect("authorize");
+        assert_eq!(d.decision, "approved");
+        ids.push(d.authorization_id.expect("id"));
+    }
+    let caps = |cap: &str| UpdateBudgetRequest {
+        tool_caps: Some([("gpu".to_string(), cap.to_string())].into()),
+        ..Default::default()
+    };
+    let below = admin
+        .update_budget("org:patch", &caps("8"))
+        .await
+        .expect_err("below live holds");
+    assert_eq!((below.status(), below.code()), (Some(409), Some("cap_below_usage")));
+    let view = admin
+        .update_budget("org:patch", &caps("20"))
+        .await
+        .expect("add the tool cap");
+    assert_eq!(view.tool_caps["gpu"].held, "9.00");
+
+    let captured = admin
+        .capture(
+            &ids[0],
+            &CaptureRequest {
+                amount: Some("1".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("capture");
+    assert_eq!(captured.released, "3.00");
+    admin.void(&ids[1], &VoidRequest::default()).await.expect("void");
+    eventually("the short hold to expire", Duration::from_secs(30), || async {
+        let v = admin.get_authorization(&ids[2]).await.ok()?;
+        (v.status == "expired").then_some(())
+    })
+    .await;
+    let view = admin.get_budget("org:patch").await.expect("budget");
+    let gpu = &view.tool_caps["gpu"];
+    assert_eq!((gpu.spent.as_str(), gpu.held.as_str()), ("1.00", "0.00"));
+    // Every node still applies and serves, and all agree.
+    for i in 0..3 {
+        cluster.client(i).healthz().await.expect("healthy");
+    }
+    cluster.converged().await;
+    let after = s
+        .authorize("patched", &auth("1", "gpu"))
+        .await
+        .expect("authorize after");
+    assert_eq!(after.decision, "approved");
+    cluster.converged().await;
+}

@@ -36,6 +36,8 @@ fn session(id: &str, token: u8) -> Command {
         wallet_address: Some("0xwallet".into()),
         tool_caps: BTreeMap::new(),
         budget: None,
+        tools: None,
+        live_holds_max: None,
     })
 }
 

@@ -289,6 +289,13 @@ impl SpendcapDriver {
             cap: to_decimal(set.cap_atomic),
             expires_in_seconds: Some(SESSION_LIFETIME_SECONDS),
             agent_id: AGENT.to_string(),
+            // Chosen here so a retry after a timeout is a replay that
+            // answers with this (working) token rather than a 409.
+            token: Some(format!(
+                "sct_{:032x}{:032x}",
+                rand::random::<u128>(),
+                rand::random::<u128>()
+            )),
             ..CreateSessionRequest::default()
         };
         let mut last = String::new();

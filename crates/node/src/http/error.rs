@@ -216,5 +216,10 @@ pub fn refusal(r: Refusal, resolved: Option<HoldStatus>) -> ApiError {
             code,
             message: "the idempotency key was used before with different parameters".into(),
         },
+        // The ledger refused rather than break its own bookkeeping; nothing
+        // was applied. Not reachable while the invariants hold.
+        Refusal::Inconsistent { detail } => ApiError::Internal(format!(
+            "{code}: the ledger refused the command, nothing was applied: {detail}"
+        )),
     }
 }

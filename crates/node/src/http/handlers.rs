@@ -234,6 +234,7 @@ pub async fn create_budget(
         id: id.clone(),
         asset,
         parent,
+        blocked_tools: tool_set_input("blocked_tools", req.blocked_tools)?,
     });
     let d = decide(&s, command).await?;
     let status = match d.outcome {
@@ -267,6 +268,10 @@ pub async fn update_budget(
         id: id.clone(),
         cap: req.cap.map(|c| cap_input("cap", &c, &asset)).transpose()?,
         tool_caps: req.tool_caps.map(|t| tool_caps_input(t, &asset)).transpose()?,
+        blocked_tools: req
+            .blocked_tools
+            .map(|b| tool_set_input("blocked_tools", b))
+            .transpose()?,
     });
     let d = decide(&s, command).await?;
     match d.outcome {
@@ -336,7 +341,18 @@ pub async fn create_session(
     if let Some(b) = &budget {
         require_budget(&s, b).await?;
     }
-    let token = new_session_token();
+    // A caller-chosen token makes the create retry-safe: the ledger treats
+    // the same id, parameters and token as a replay. A generated one is
+    // new on every attempt, so a retry of a create whose answer was lost
+    // gets 409 (the first token is unknowable).
+    let token = match req.token {
+        Some(t) => {
+            api::check_session_token(&t).map_err(|e| ApiError::field("token", e))?;
+            t
+        }
+        None => new_session_token(),
+    };
+    let tools = req.tools.map(|t| tool_set_input("tools", t)).transpose()?;
     let command = Command::CreateSession(CreateSession {
         id: id.clone(),
         token_hash: hash_token(&token),
@@ -347,11 +363,22 @@ pub async fn create_session(
         agent_id: req.agent_id,
         wallet_address: req.wallet_address,
         budget,
+        tools,
+        live_holds_max: req.live_holds_max,
     });
     let d = decide(&s, command).await?;
     let (status, existed) = match d.outcome {
         Outcome::SessionCreated { existed: false, .. } => (StatusCode::CREATED, false),
         Outcome::SessionCreated { existed: true, .. } => (StatusCode::OK, true),
+        Outcome::Refused(Refusal::AlreadyExists) => {
+            return Err(ApiError::Conflict {
+                code: Refusal::AlreadyExists.code(),
+                message: "a session with this id exists with other parameters or another token \
+                          (or the token belongs to another session): a retried create must send the same \
+                          token (and parameters) as the first; a create without a token cannot be retried"
+                    .into(),
+            })
+        }
         Outcome::Refused(r) => return Err(refusal(r, None)),
         other => return Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
     };
@@ -362,9 +389,11 @@ pub async fn create_session(
         .session(&id)
         .map(|x| session_view(&state.ledger, x, d.log_index))
         .ok_or_else(|| ApiError::Internal("session missing after creation".into()))?;
+    // On a replay the ledger compared the token's hash: the token we
+    // answer with is the session's.
     let body = CreateSessionResponse {
         session,
-        session_token: (!existed).then_some(token),
+        session_token: Some(token),
         existed,
     };
     Ok((status, Json(body)).into_response())
@@ -582,6 +611,15 @@ async fn decision(s: &AppState, session: &SessionId, d: &Decided) -> ApiResult<D
                 DenyReason::SessionExpired => (None, "the session has expired".into()),
                 DenyReason::SessionRevoked => (None, "the session was revoked".into()),
                 DenyReason::UnknownSession => (None, "no such session".into()),
+                DenyReason::ToolNotAllowed => (None, "the session's tool allowlist does not include this tool".into()),
+                DenyReason::ToolBlocked { budget_id } => {
+                    out.budget_id = Some(budget_id.to_string());
+                    (None, format!("budget {budget_id} blocks this tool"))
+                }
+                DenyReason::TooManyHolds { limit } => (
+                    None,
+                    format!("the session has {limit} live authorizations, its limit: capture or void some first"),
+                ),
             };
             out.remaining = remaining.map(fmt);
             out.message = Some(message);

@@ -1,6 +1,6 @@
 //! Ledger records as API views, and API requests as ledger commands.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use api::{AuthorizationView, BudgetView, CapView, ReceiptView, SessionView};
 use ledger::amount::{parse_atomic, parse_decimal, parse_positive};
@@ -39,6 +39,7 @@ pub fn budget_view(b: &Budget) -> BudgetView {
         tool_caps: tool_caps_view(&b.tool_caps, &b.asset),
         parent: b.parent.as_ref().map(|p| p.to_string()),
         created_at_ms: b.created_at_ms,
+        blocked_tools: tool_names(&b.blocked_tools),
     }
 }
 
@@ -61,6 +62,9 @@ pub fn session_view(ledger: &Ledger, s: &Session, read_index: u64) -> SessionVie
         available: money(ledger.available(s, None), &s.asset),
         tool_caps: tool_caps_view(&s.tool_caps, &s.asset),
         budget: s.budget.as_ref().map(|b| b.to_string()),
+        tools: s.tools.as_ref().map(tool_names),
+        live_holds_max: s.live_holds_max,
+        live_holds: ledger.live_holds_of(&s.id),
         agent_id: s.agent_id.clone(),
         wallet_address: s.wallet_address.clone(),
         created_at_ms: s.created_at_ms,
@@ -170,6 +174,25 @@ pub fn tool_caps_input(caps: BTreeMap<String, String>, asset: &Asset) -> Result<
             let cap = cap_input(&format!("tool_caps.{tool}"), &c, asset)?;
             Ok((tool, cap))
         })
+        .collect()
+}
+
+fn tool_names(tools: &BTreeSet<Tool>) -> BTreeSet<String> {
+    tools.iter().map(|t| t.to_string()).collect()
+}
+
+/// A set of tool names (a session's allowlist, a budget's blocked tools),
+/// at most [`ledger::TOOL_SET_MAX`].
+pub fn tool_set_input(field: &str, tools: BTreeSet<String>) -> Result<BTreeSet<Tool>, ApiError> {
+    if tools.len() > ledger::TOOL_SET_MAX {
+        return Err(ApiError::field(
+            field,
+            format!("at most {} tools", ledger::TOOL_SET_MAX),
+        ));
+    }
+    tools
+        .into_iter()
+        .map(|t| Tool::new(t).map_err(|e| ApiError::field(field, e)))
         .collect()
 }
 
