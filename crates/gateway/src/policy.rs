@@ -282,7 +282,8 @@ impl Guard {
             return;
         };
         let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-        match tokio::time::timeout(self.resolve_timeout, tokio::net::lookup_host((host.as_str(), port))).await {
+        let resolved = tokio::time::timeout(self.resolve_timeout, tokio::net::lookup_host((host.as_str(), port))).await;
+        match resolved {
             Ok(Ok(addrs)) => {
                 for a in addrs {
                     self.add_own(a);
@@ -292,7 +293,7 @@ impl Guard {
                 url,
                 "cannot resolve a ledger URL's host; its addresses are not added to the refused upstreams"
             ),
-        }
+        };
     }
 
     pub fn policy(&self) -> &UpstreamPolicy {
