@@ -1,7 +1,11 @@
 //! The gateway's configuration: which (network, token) pairs it pays with,
-//! the per-payment maximum, and every limit by name.
+//! the per-payment maximum, its own ledger credential, which upstreams it
+//! may reach, how payments are named as tools, and every limit by name.
 
 use std::time::Duration;
+
+use crate::policy::UpstreamPolicy;
+use crate::tools::ToolRule;
 
 use x402::exact_evm::{parse_evm_address, BASE_SEPOLIA_USDC};
 use x402::{Address, Network, X402Version};
@@ -34,6 +38,11 @@ pub struct Limits {
     /// Whole-request deadline for the agent (a safety net: a payment in
     /// flight keeps running to its end in the background).
     pub request_timeout: Duration,
+    /// Resolving an upstream's host name (before anything is sent).
+    pub upstream_resolve_timeout: Duration,
+    /// Most addresses one upstream host name may resolve to; every one is
+    /// checked, more are refused.
+    pub upstream_addresses_max: usize,
 }
 
 impl Default for Limits {
@@ -50,6 +59,8 @@ impl Default for Limits {
             ledger_retry_pause: Duration::from_millis(100),
             requests_in_flight_max: 1024,
             request_timeout: Duration::from_secs(120),
+            upstream_resolve_timeout: Duration::from_secs(5),
+            upstream_addresses_max: 16,
         }
     }
 }
@@ -81,6 +92,31 @@ impl AllowedAsset {
     }
 }
 
+/// A credential that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// The bounds of a gateway token (the node's own rule for it: 16 to 256
+/// visible ASCII characters).
+pub const GATEWAY_TOKEN_BYTES_MIN: usize = 16;
+pub const GATEWAY_TOKEN_BYTES_MAX: usize = 256;
+
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
     /// Ledger API base URLs (`http://127.0.0.1:7700`); calls move on to the
@@ -92,15 +128,37 @@ pub struct GatewayConfig {
     /// granted, before anything is signed, so this only matters when the
     /// gateway dies in between).
     pub hold_seconds: u64,
+    /// The gateway's own ledger credential (the node's `--gateway-token`).
+    /// It pins, captures and voids holds and reads them; the agent's session
+    /// token is used only to authenticate the agent and to authorize.
+    pub gateway_token: Secret,
+    /// The longest payment window the gateway signs: a requirement whose
+    /// `maxTimeoutSeconds` is above it is refused before anything is held,
+    /// and the signed `validBefore` is at most this far after signing. A
+    /// payment that left without a settlement keeps its hold pinned until
+    /// then at least.
+    pub max_timeout_seconds: u64,
+    /// Which upstreams may be fetched (see [`UpstreamPolicy`]).
+    pub upstreams: UpstreamPolicy,
+    /// Which tool a payment is charged to, by upstream (see
+    /// [`crate::tools`]): the longest matching rule wins, else the
+    /// upstream's `host[:port]`.
+    pub tool_map: Vec<ToolRule>,
     pub limits: Limits,
 }
 
 impl GatewayConfig {
-    pub fn new(ledger_urls: Vec<String>, assets: Vec<AllowedAsset>) -> Self {
+    /// A configuration with defaults: no upstream allowed yet (set
+    /// [`GatewayConfig::upstreams`]), no tool map.
+    pub fn new(ledger_urls: Vec<String>, assets: Vec<AllowedAsset>, gateway_token: impl Into<String>) -> Self {
         GatewayConfig {
             ledger_urls,
             assets,
             hold_seconds: HOLD_SECONDS_DEFAULT,
+            gateway_token: Secret::new(gateway_token),
+            max_timeout_seconds: MAX_TIMEOUT_SECONDS_DEFAULT,
+            upstreams: UpstreamPolicy::default(),
+            tool_map: Vec::new(),
             limits: Limits::default(),
         }
     }
@@ -127,12 +185,41 @@ impl GatewayConfig {
         if self.limits.ledger_attempts_max == 0 {
             return Err(ConfigError::new("ledger_attempts_max must be at least 1"));
         }
+        let token = self.gateway_token.expose();
+        if !(GATEWAY_TOKEN_BYTES_MIN..=GATEWAY_TOKEN_BYTES_MAX).contains(&token.len())
+            || !token.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(ConfigError::new(format!(
+                "the gateway token must be {GATEWAY_TOKEN_BYTES_MIN} to {GATEWAY_TOKEN_BYTES_MAX} visible ASCII characters"
+            )));
+        }
+        if token.starts_with(api::SESSION_TOKEN_PREFIX) {
+            return Err(ConfigError::new(format!(
+                "the gateway token must not look like a session token ({}...)",
+                api::SESSION_TOKEN_PREFIX
+            )));
+        }
+        if self.max_timeout_seconds == 0 || self.max_timeout_seconds > MAX_TIMEOUT_SECONDS_LIMIT {
+            return Err(ConfigError::new(format!(
+                "max_timeout_seconds must be between 1 and {MAX_TIMEOUT_SECONDS_LIMIT}"
+            )));
+        }
+        if self.limits.upstream_addresses_max == 0 {
+            return Err(ConfigError::new("upstream_addresses_max must be at least 1"));
+        }
         Ok(())
     }
 }
 
 /// Hold lifetime before pinning, unless configured.
 pub const HOLD_SECONDS_DEFAULT: u64 = 60;
+
+/// The longest payment window (`maxTimeoutSeconds`) signed, unless
+/// configured: five minutes.
+pub const MAX_TIMEOUT_SECONDS_DEFAULT: u64 = 300;
+/// The largest value `max_timeout_seconds` may be configured to (a day): a
+/// signed payment that may land that late keeps its hold pinned as long.
+pub const MAX_TIMEOUT_SECONDS_LIMIT: u64 = 86_400;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

@@ -37,9 +37,17 @@ pub enum Code {
     /// 402: no offered requirement can be paid (unknown scheme, network or
     /// asset). Nothing was signed, no hold was taken.
     NoPayableRequirement,
-    /// 402: the payment was sent and the merchant refused it or its
-    /// settlement failed; the hold was voided.
-    PaymentRejected,
+    /// 402: the requirement's `maxTimeoutSeconds` is above the gateway's
+    /// bound (a signed payment could land that late). Nothing was signed, no
+    /// hold was taken.
+    TimeoutAboveMaximum,
+    /// 400: the request's `tool` is not the tool the upstream is charged to
+    /// (see [`crate::tools`]). Nothing was sent, no hold was taken.
+    ToolMismatch,
+    /// 403: the upstream is not allowed (not in the allowlist, or it is or
+    /// resolves to a loopback, private, link-local ... or our own address).
+    /// Nothing was sent, no hold was taken.
+    UpstreamNotAllowed,
     /// 502: the upstream answered 402 without usable x402 requirements.
     MalformedPaymentRequired,
     /// 409: this idempotency key already paid (see `receipt_id`).
@@ -52,8 +60,11 @@ pub enum Code {
     PreviousAttemptFailed,
     /// 409: the idempotency key was used for a different payment.
     IdempotencyConflict,
-    /// 504: the payment was sent and no answer came; the hold is kept,
-    /// pinned, for reconciliation.
+    /// 504: a signed payment left the gateway and no settlement was
+    /// confirmed (no answer, or the merchant refused, failed or answered
+    /// without a settlement): the merchant can still settle it until
+    /// `valid_before`, so the hold stays pinned for reconciliation and the
+    /// budget stays reserved. Not a failure: the money may have moved.
     PaymentOutcomeUnknown,
     /// 502: the upstream could not be reached (before any payment).
     UpstreamUnreachable,
@@ -95,7 +106,9 @@ impl Code {
             Code::BudgetDenied => "budget_denied",
             Code::PaymentAboveMaximum => "payment_above_maximum",
             Code::NoPayableRequirement => "no_payable_requirement",
-            Code::PaymentRejected => "payment_rejected",
+            Code::TimeoutAboveMaximum => "max_timeout_above_maximum",
+            Code::ToolMismatch => "tool_mismatch",
+            Code::UpstreamNotAllowed => "upstream_not_allowed",
             Code::MalformedPaymentRequired => "malformed_payment_required",
             Code::AlreadyPaid => "already_paid",
             Code::PaymentPending => "payment_pending",
@@ -117,15 +130,15 @@ impl Code {
 
     pub fn status(self) -> StatusCode {
         match self {
-            Code::InvalidRequest | Code::InvalidJson => StatusCode::BAD_REQUEST,
+            Code::InvalidRequest | Code::InvalidJson | Code::ToolMismatch => StatusCode::BAD_REQUEST,
             Code::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
-            Code::SessionInactive => StatusCode::FORBIDDEN,
+            Code::SessionInactive | Code::UpstreamNotAllowed => StatusCode::FORBIDDEN,
             Code::NotFound => StatusCode::NOT_FOUND,
             Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::WalletUnavailable => StatusCode::UNPROCESSABLE_ENTITY,
-            Code::BudgetDenied | Code::PaymentAboveMaximum | Code::NoPayableRequirement | Code::PaymentRejected => {
+            Code::BudgetDenied | Code::PaymentAboveMaximum | Code::NoPayableRequirement | Code::TimeoutAboveMaximum => {
                 StatusCode::PAYMENT_REQUIRED
             }
             Code::MalformedPaymentRequired
@@ -178,6 +191,11 @@ pub struct ErrorBody {
     pub error_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream_status: Option<u16>,
+    /// For a payment that left without a confirmed settlement: the signed
+    /// `validBefore` (Unix seconds). Until then the merchant can still
+    /// settle it; the hold stays pinned at least that long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_before: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requirement: Option<RequirementSummary>,
 }
@@ -259,7 +277,9 @@ mod tests {
             Code::BudgetDenied,
             Code::PaymentAboveMaximum,
             Code::NoPayableRequirement,
-            Code::PaymentRejected,
+            Code::TimeoutAboveMaximum,
+            Code::ToolMismatch,
+            Code::UpstreamNotAllowed,
             Code::MalformedPaymentRequired,
             Code::AlreadyPaid,
             Code::PaymentPending,

@@ -66,20 +66,67 @@ pub fn void_key(nonce: B256) -> String {
 }
 
 /// The reference a hold is pinned with before its payment is sent:
-/// `x402:<caip2>:<token>:<wallet>:<nonce>:<attempt>`. It carries what a
-/// reconciler needs to ask the chain whether the payment happened (the
-/// token's `authorizationState(wallet, nonce)`), and a per-attempt part so
-/// two attempts can never both own the hold: the ledger refuses a second
-/// pin with a different reference.
-pub fn settling_reference(network: Network, token: Address, wallet: Address, nonce: B256, attempt: u64) -> String {
+/// `x402:<caip2>:<token>:<wallet>:<nonce>:<validBefore>:<attempt>`. It
+/// carries what a reconciler needs to ask the chain whether the payment
+/// happened (the token's `authorizationState(wallet, nonce)`) and from when
+/// it can no longer happen (`validBefore`, Unix seconds, exactly as signed),
+/// and a per-attempt part so two attempts can never both own the hold: the
+/// ledger refuses a second pin with a different reference.
+pub fn settling_reference(
+    network: Network,
+    token: Address,
+    wallet: Address,
+    nonce: B256,
+    valid_before: u64,
+    attempt: u64,
+) -> String {
     format!(
-        "x402:{}:{}:{}:0x{}:{:016x}",
+        "x402:{}:{}:{}:0x{}:{valid_before}:{:016x}",
         network.caip2(),
         token.to_checksum(None),
         wallet.to_checksum(None),
         nonce_hex(nonce),
         attempt
     )
+}
+
+/// The parts of a [`settling_reference`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettlingReference {
+    /// CAIP-2, e.g. `eip155:84532`.
+    pub network: String,
+    pub token: Address,
+    pub wallet: Address,
+    pub nonce: B256,
+    pub valid_before: u64,
+}
+
+/// Reads a reference written by [`settling_reference`]; `None` for anything
+/// else (a hold pinned by hand, or by an older gateway without
+/// `validBefore`).
+pub fn parse_settling_reference(reference: &str) -> Option<SettlingReference> {
+    let rest = reference.strip_prefix("x402:")?;
+    let mut parts: Vec<&str> = rest.rsplitn(6, ':').collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    parts.reverse();
+    let [network, token, wallet, nonce, valid_before, attempt] = parts.as_slice() else {
+        return None;
+    };
+    if attempt.len() != 16 || !attempt.bytes().all(|b| b.is_ascii_hexdigit()) || !network.contains(':') {
+        return None;
+    }
+    let nonce = nonce.strip_prefix("0x")?;
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(nonce, &mut bytes).ok()?;
+    Some(SettlingReference {
+        network: network.to_string(),
+        token: x402::exact_evm::parse_evm_address(token)?,
+        wallet: x402::exact_evm::parse_evm_address(wallet)?,
+        nonce: B256::from(bytes),
+        valid_before: valid_before.parse().ok()?,
+    })
 }
 
 #[cfg(test)]
@@ -107,11 +154,38 @@ mod tests {
             assert!(key.len() <= 128 && key.bytes().all(|b| b.is_ascii_graphic()), "{key}");
         }
         assert_ne!(authorize_key(n), capture_key(n));
-        let r = settling_reference(Network::AvalancheFuji, Address::ZERO, Address::ZERO, n, u64::MAX);
+        let r = settling_reference(
+            Network::AvalancheFuji,
+            Address::ZERO,
+            Address::ZERO,
+            n,
+            u64::MAX,
+            u64::MAX,
+        );
         assert!(r.len() <= 256, "{}", r.len());
         assert_ne!(
             r,
-            settling_reference(Network::AvalancheFuji, Address::ZERO, Address::ZERO, n, 1)
+            settling_reference(Network::AvalancheFuji, Address::ZERO, Address::ZERO, n, u64::MAX, 1)
         );
+    }
+
+    #[test]
+    fn references_parse_back() {
+        let n = B256::repeat_byte(0xcd);
+        let w = Address::repeat_byte(7);
+        let t = Address::repeat_byte(9);
+        let r = settling_reference(Network::BaseSepolia, t, w, n, 1_740_672_154, 42);
+        let parsed = parse_settling_reference(&r).unwrap();
+        assert_eq!(parsed.network, "eip155:84532");
+        assert_eq!((parsed.token, parsed.wallet, parsed.nonce), (t, w, n));
+        assert_eq!(parsed.valid_before, 1_740_672_154);
+        // The format before validBefore was added, and hand-made ones.
+        assert!(parse_settling_reference(&format!(
+            "x402:eip155:84532:{t}:{w}:0x{}:{:016x}",
+            hex::encode(n.as_slice()),
+            1
+        ))
+        .is_none());
+        assert!(parse_settling_reference("manual: checked by Ann").is_none());
     }
 }

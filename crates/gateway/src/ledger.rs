@@ -40,7 +40,7 @@ impl std::fmt::Display for LedgerFailure {
     }
 }
 
-/// Clients for every configured node (no token).
+/// Clients for every configured node (no token until [`Ledger::with_token`]).
 #[derive(Clone)]
 pub struct Ledger {
     clients: Vec<Client>,
@@ -65,8 +65,10 @@ impl Ledger {
         })
     }
 
-    /// The same nodes, acting with a session's token.
-    pub fn as_session(&self, token: &str) -> Ledger {
+    /// The same nodes, acting with `token` (a session's token, to
+    /// authenticate the agent and authorize; or the gateway's own token, to
+    /// pin, capture, void and read holds).
+    pub fn with_token(&self, token: &str) -> Ledger {
         Ledger {
             clients: self.clients.iter().map(|c| c.with_token(token)).collect(),
             ..self.clone()

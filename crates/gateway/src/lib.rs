@@ -15,6 +15,11 @@
 //!   (why a retried request never pays twice);
 //! * [`receipt`]: what a receipt carries and how it is verified;
 //! * [`keys`]: wallet keys and the signer registry;
+//! * [`policy`]: which upstreams may be fetched (allowlist, no private or
+//!   own addresses, resolved once and pinned);
+//! * [`tools`]: which ledger tool a payment is charged to (derived from the
+//!   upstream, never taken from the agent);
+//! * [`reconcile`]: listing pinned holds with their `validBefore`;
 //! * [`config`], [`error`], [`wire`], [`ledger`], [`upstream`].
 
 pub mod config;
@@ -23,13 +28,18 @@ pub mod ids;
 pub mod keys;
 pub mod ledger;
 mod pay;
+pub mod policy;
 pub mod receipt;
+pub mod reconcile;
 pub mod server;
+pub mod tools;
 pub mod upstream;
 pub mod wire;
 
 pub use config::{AllowedAsset, GatewayConfig, Limits};
 pub use error::{Code, ErrorBody, GatewayError};
 pub use keys::KeyRing;
+pub use policy::{HostPattern, UpstreamPolicy};
 pub use server::{app, Gateway, GatewayHandle, GatewayState, StartError};
+pub use tools::ToolRule;
 pub use wire::{FetchRequest, FetchResponse, PaymentInfo, PaymentOutcome, StatsView};

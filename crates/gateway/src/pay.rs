@@ -2,18 +2,31 @@
 //!
 //! The order is what makes it safe:
 //!
-//! 1. authenticate the agent (its session token must read its session);
-//! 2. send the request unpaid; anything but a 402 is relayed as is;
-//! 3. parse the 402 (v1 body or v2 `PAYMENT-REQUIRED`), pick the cheapest
+//! 1. validate the request; the tool is derived from the upstream (an
+//!    agent-given `tool` must agree), see [`crate::tools`];
+//! 2. authenticate the agent (its session token must read its session);
+//! 3. check the upstream against the policy, resolving its name once
+//!    ([`crate::policy`]); the connection goes to the checked addresses only;
+//! 4. send the request unpaid; anything but a 402 is relayed as is;
+//! 5. parse the 402 (v1 body or v2 `PAYMENT-REQUIRED`), pick the cheapest
 //!    requirement the gateway may pay for this session's asset, and check
-//!    the per-payment maximums: refusals here leave nothing behind;
-//! 4. **authorize** the amount in the ledger: a denial ends it, before any
-//!    signature exists;
-//! 5. **pin** the hold (`settling`, with a per-attempt reference): from here
-//!    on it never expires on its own, and no other attempt can own it;
-//! 6. sign (EIP-3009) and send the request again with the payment;
-//! 7. settled → **capture** with a receipt; refused → **void**; no answer
-//!    or an ambiguous one → keep the pinned hold for reconciliation.
+//!    the per-payment maximums and the `maxTimeoutSeconds` bound: refusals
+//!    here leave nothing behind;
+//! 6. **authorize** the amount in the ledger with the agent's token: a
+//!    denial ends it, before any signature exists;
+//! 7. **pin** the hold (`settling`) with the gateway's own token and a
+//!    per-attempt reference that carries the `validBefore` about to be
+//!    signed: from here on it never expires on its own, no other attempt
+//!    can own it, and the agent's token can no longer release it;
+//! 8. sign (EIP-3009) and send the request again with the payment;
+//! 9. settled → **capture** with a receipt (gateway token). Anything else
+//!    after the signed payment left — refused, failed, another 402, a 4xx,
+//!    a 5xx, no settlement header, a dropped connection, no answer — keeps
+//!    the hold pinned: the merchant holds a signature it can settle until
+//!    `validBefore` whatever it answered, so only reconciliation (checking
+//!    the chain) may release it. The hold is voided only when no signature
+//!    ever left (a failed pin, a failed signer, a connection that never
+//!    opened).
 
 use alloy_primitives::hex;
 use api::{AuthorizeRequest, CaptureRequest, ReceiptFields, VoidRequest};
@@ -33,6 +46,7 @@ use crate::ids;
 use crate::ledger::{Ledger, LedgerFailure};
 use crate::receipt::{PaymentReference, RECEIPT_TEXT_BYTES_MAX};
 use crate::server::Shared;
+use crate::tools::{derive_tool, TOOL_BYTES_MAX};
 use crate::upstream::{self, BodyError, SendError, UpstreamRequest, UpstreamResponse};
 use crate::wire::{FetchRequest, FetchResponse, PaymentInfo, PaymentOutcome};
 
@@ -41,8 +55,6 @@ use crate::wire::{FetchRequest, FetchResponse, PaymentInfo, PaymentOutcome};
 const SESSION_TOKEN_PREFIX: &str = api::SESSION_TOKEN_PREFIX;
 /// Longest agent idempotency key.
 const AGENT_KEY_BYTES_MAX: usize = 128;
-/// Longest ledger tool name.
-const TOOL_BYTES_MAX: usize = 200;
 
 struct Session {
     id: String,
@@ -54,7 +66,10 @@ struct Session {
 /// A validated fetch.
 struct Fetch {
     upstream: UpstreamRequest,
+    /// The tool the payment is charged to, derived from the upstream.
     tool: String,
+    /// What the agent said the tool was (checked against `tool`).
+    agent_tool: Option<String>,
     agent_key: Option<String>,
     max_amount_atomic: Option<u128>,
     context: Option<api::DecisionContext>,
@@ -73,13 +88,14 @@ fn validate(req: &FetchRequest, shared: &Shared) -> GatewayResult<Fetch> {
         return Err(invalid("session_id: 1 to 128 visible ASCII characters"));
     }
     let upstream = upstream::build(req, &shared.config.limits)?;
-    let tool = match &req.tool {
-        Some(t) if t.is_empty() || t.len() > TOOL_BYTES_MAX || !visible(t) => {
-            return Err(invalid(format!("tool: 1 to {TOOL_BYTES_MAX} visible ASCII characters")))
+    // The tool is where the money goes: derived from the upstream, never
+    // taken from the agent (crate::tools).
+    let tool = derive_tool(&upstream.url, &shared.config.tool_map);
+    if let Some(t) = &req.tool {
+        if t.is_empty() || t.len() > TOOL_BYTES_MAX || !visible(t) {
+            return Err(invalid(format!("tool: 1 to {TOOL_BYTES_MAX} visible ASCII characters")));
         }
-        Some(t) => t.clone(),
-        None => upstream.host_tool(),
-    };
+    }
     if let Some(k) = &req.idempotency_key {
         if k.is_empty() || k.len() > AGENT_KEY_BYTES_MAX || !visible(k) {
             return Err(invalid(format!(
@@ -95,10 +111,43 @@ fn validate(req: &FetchRequest, shared: &Shared) -> GatewayResult<Fetch> {
     Ok(Fetch {
         upstream,
         tool,
+        agent_tool: req.tool.clone(),
         agent_key: req.idempotency_key.clone(),
         max_amount_atomic,
         context: req.context.clone(),
     })
+}
+
+/// An agent-given tool must be the derived one (checked once the agent is
+/// authenticated, so the tool map is not told to strangers).
+fn check_tool(fetch: &Fetch) -> GatewayResult<()> {
+    match &fetch.agent_tool {
+        Some(t) if *t != fetch.tool => Err(GatewayError::new(
+            Code::ToolMismatch,
+            format!(
+                "tool {t:?} is not the tool this upstream is charged to ({:?}); the tool follows the upstream \
+                 (the gateway's tool map, else host[:port]); omit it or send that one; nothing was sent",
+                fetch.tool
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Like [`ledger_error`], for calls made with the gateway's own token: a
+/// 401/403 there means the nodes do not know that token (a configuration
+/// problem), not that the agent is wrong.
+fn gateway_ledger_error(f: LedgerFailure, stage: &str, after: &str) -> GatewayError {
+    match f {
+        LedgerFailure::Refused(e) if matches!(e.status(), Some(401 | 403)) => GatewayError::new(
+            Code::LedgerError,
+            format!(
+                "{stage}: the ledger refused the gateway's token ({e}); are the nodes started with the same \
+                 --gateway-token? {after}"
+            ),
+        ),
+        other => ledger_error(other, stage, after),
+    }
 }
 
 /// Maps a final ledger failure to the agent's error; `stage` says what was
@@ -163,11 +212,17 @@ async fn authenticate(ledger: &Ledger, token: &str, session_id: &str) -> Gateway
 pub(crate) async fn fetch(shared: &Shared, token: &str, req: FetchRequest) -> GatewayResult<FetchResponse> {
     shared.stats.fetches.incr();
     let fetch = validate(&req, shared)?;
-    let ledger = shared.ledger.as_session(token);
-    let session = authenticate(&ledger, token, &req.session_id).await?;
+    let agent = shared.ledger.with_token(token);
+    let session = authenticate(&agent, token, &req.session_id).await?;
+    check_tool(&fetch)?;
     let limits = &shared.config.limits;
 
-    let first = upstream::send(&shared.http, &fetch.upstream, None, limits)
+    // Before anything is sent: the upstream must be allowed, and every
+    // address its name resolves to must be; the client is pinned to them.
+    let pinned = shared.guard.check(&fetch.upstream.url).await?;
+    let http = upstream::http_client(limits, pinned.as_ref().map(|(h, a)| (h.as_str(), a.as_slice())))
+        .map_err(|e| GatewayError::new(Code::Internal, format!("upstream client: {e}; nothing was sent")))?;
+    let first = upstream::send(&http, &fetch.upstream, None, limits)
         .await
         .map_err(|e| match e {
             SendError::NotSent(m) => GatewayError::new(Code::UpstreamUnreachable, m),
@@ -179,10 +234,12 @@ pub(crate) async fn fetch(shared: &Shared, token: &str, req: FetchRequest) -> Ga
     shared.stats.payment_required.incr();
     let offer = Offer::parse(&first)?;
     let (wallet, signer) = wallet(shared, &session)?;
-    let chosen = choose(&offer, &session, &shared.config.assets, &fetch, limits.url_bytes_max)?;
+    let chosen = choose(&offer, &session, &shared.config, &fetch)?;
     let payment = Payment {
         shared,
-        ledger: &ledger,
+        agent: &agent,
+        gateway: &shared.gateway_ledger,
+        http,
         session: &session,
         fetch: &fetch,
         wallet,
@@ -282,10 +339,17 @@ fn summary(r: &PaymentRequirements) -> RequirementSummary {
     }
 }
 
-/// The cheapest payable requirement, or why there is none.
-fn pick<R: OfferedRequirement>(offered: &[R], wallet: &WalletSupport) -> GatewayResult<(usize, ExactEvmRequirement)> {
+/// The cheapest payable requirement, or why there is none. A requirement
+/// whose `maxTimeoutSeconds` is above `timeout_max` is never paid: the
+/// signature would stay settleable that long.
+fn pick<R: OfferedRequirement>(
+    offered: &[R],
+    wallet: &WalletSupport,
+    timeout_max: u64,
+) -> GatewayResult<(usize, ExactEvmRequirement)> {
     let mut best: Option<(usize, ExactEvmRequirement)> = None;
     let mut unusable = None;
+    let mut too_long = None;
     for i in 0..offered.len() {
         let Ok(selected) = select_requirement(&offered[i..=i], wallet) else {
             continue;
@@ -294,6 +358,14 @@ fn pick<R: OfferedRequirement>(offered: &[R], wallet: &WalletSupport) -> Gateway
         if exact.amount == 0 || exact.max_timeout_seconds == 0 {
             unusable.get_or_insert(format!(
                 "requirement #{i} has a zero amount or a zero maxTimeoutSeconds"
+            ));
+            continue;
+        }
+        if exact.max_timeout_seconds > timeout_max {
+            too_long.get_or_insert(format!(
+                "requirement #{i} asks for maxTimeoutSeconds {}, above the gateway's bound of {timeout_max} s \
+                 (a signed payment would stay settleable that long); nothing was signed or held",
+                exact.max_timeout_seconds
             ));
             continue;
         }
@@ -306,6 +378,9 @@ fn pick<R: OfferedRequirement>(offered: &[R], wallet: &WalletSupport) -> Gateway
     }
     let malformed =
         |m: String| GatewayError::new(Code::MalformedPaymentRequired, m).with(|b| b.upstream_status = Some(402));
+    if let Some(m) = too_long {
+        return Err(GatewayError::new(Code::TimeoutAboveMaximum, m).with(|b| b.upstream_status = Some(402)));
+    }
     if let Some(m) = unusable {
         return Err(malformed(m));
     }
@@ -329,11 +404,13 @@ fn usable_resource_url(candidate: &str, fallback: &str, max: usize) -> String {
 fn choose(
     offer: &Offer,
     session: &Session,
-    assets: &[AllowedAsset],
+    config: &crate::config::GatewayConfig,
     fetch: &Fetch,
-    url_max: usize,
 ) -> GatewayResult<Chosen> {
-    let usable: Vec<&AllowedAsset> = assets
+    let url_max = config.limits.url_bytes_max;
+    let timeout_max = config.max_timeout_seconds;
+    let usable: Vec<&AllowedAsset> = config
+        .assets
         .iter()
         .filter(|a| a.code == session.asset && a.decimals == session.decimals)
         .collect();
@@ -354,13 +431,13 @@ fn choose(
     let target = fetch.upstream.url.as_str();
     let (exact, requirement, resource, extensions, resource_url) = match offer {
         Offer::V1(p) => {
-            let (i, exact) = pick(&p.accepts, &wallet)?;
+            let (i, exact) = pick(&p.accepts, &wallet, timeout_max)?;
             let r = &p.accepts[i];
             let url = usable_resource_url(&r.resource, target, url_max);
             (exact, PaymentRequirements::V1(r.clone()), None, None, url)
         }
         Offer::V2(p) => {
-            let (i, exact) = pick(&p.accepts, &wallet)?;
+            let (i, exact) = pick(&p.accepts, &wallet, timeout_max)?;
             let url = usable_resource_url(&p.resource.url, target, url_max);
             let requirement = PaymentRequirements::V2(p.accepts[i].clone());
             (exact, requirement, Some(p.resource.clone()), p.extensions.clone(), url)
@@ -428,7 +505,13 @@ fn now_unix_secs() -> u64 {
 /// One payment attempt.
 struct Payment<'a> {
     shared: &'a Shared,
-    ledger: &'a Ledger,
+    /// The ledger as the agent (its session token): authorize, read its
+    /// receipts.
+    agent: &'a Ledger,
+    /// The ledger as the gateway (its own token): pin, read, capture, void.
+    gateway: &'a Ledger,
+    /// This fetch's upstream client, pinned to the checked addresses.
+    http: reqwest::Client,
     session: &'a Session,
     fetch: &'a Fetch,
     wallet: x402::Address,
@@ -440,6 +523,8 @@ struct Payment<'a> {
 /// What the settlement answer means.
 enum Settled {
     Paid(SettlementResponse),
+    /// The merchant said no (a failed settlement, another 402, a 4xx). It
+    /// still holds the signature: the hold stays pinned all the same.
     Refused(Option<String>),
     Unknown(String),
     /// 2xx without a settlement statement: deliver, keep the hold pinned.
@@ -451,10 +536,11 @@ impl Payment<'_> {
         self.chosen.exact.version
     }
 
-    fn info(&self, authorization_id: &str, outcome: PaymentOutcome) -> PaymentInfo {
+    fn info(&self, authorization_id: &str, outcome: PaymentOutcome, valid_before: u64) -> PaymentInfo {
         let amount = self.chosen.exact.amount;
         PaymentInfo {
             outcome,
+            valid_before,
             authorization_id: authorization_id.to_string(),
             receipt_id: None,
             transaction_hash: None,
@@ -477,28 +563,35 @@ impl Payment<'_> {
 
     async fn run(self) -> GatewayResult<FetchResponse> {
         let authorization_id = self.authorize().await?;
+        // The signing time is fixed before the pin, so the pin's reference
+        // can carry the validBefore that will be signed: a reconciler reads
+        // from the ledger alone when the payment can no longer land.
+        let signed_at = now_unix_secs();
+        let Some(valid_before) = signed_at.checked_add(self.chosen.exact.max_timeout_seconds) else {
+            let released = self.release(&authorization_id).await;
+            return Err(self.not_signed(
+                GatewayError::new(Code::Internal, "validBefore overflows; nothing was signed"),
+                &authorization_id,
+                released,
+            ));
+        };
         let attempt: u64 = rand::random();
         let reference = ids::settling_reference(
             self.chosen.exact.network,
             self.chosen.exact.asset,
             self.wallet,
             self.nonce,
+            valid_before,
             attempt,
         );
         self.pin(&authorization_id, &reference).await?;
 
         // Only the owner of the pin gets here: sign and send.
-        let (header, value, signed) = match self.sign().await {
+        let (header, value, signed) = match self.sign(signed_at, valid_before).await {
             Ok(signed) => signed,
             Err(e) => {
                 let released = self.release(&authorization_id).await;
-                return Err(self.with_requirement(e).with(|b| {
-                    b.authorization_id = Some(authorization_id.clone());
-                    if !released {
-                        b.message
-                            .push_str("; the hold could not be released and awaits reconciliation");
-                    }
-                }));
+                return Err(self.not_signed(e, &authorization_id, released));
             }
         };
         self.shared.stats.payments_sent.incr();
@@ -508,18 +601,21 @@ impl Payment<'_> {
             amount = self.chosen.exact.amount,
             network = %self.chosen.exact.network,
             reference = %reference,
+            valid_before,
             "sending an x402 payment"
         );
         let answer = upstream::send(
-            &self.shared.http,
+            &self.http,
             &self.fetch.upstream,
             Some((header, value)),
             &self.shared.config.limits,
         )
         .await;
+        // From here on a signed payment may have left: the hold is never
+        // voided by the gateway again (only captured), see the module doc.
         let response = match answer {
             Err(SendError::NotSent(m)) => {
-                // The request never left: nothing can have been paid.
+                // The connection never opened: the signature never left.
                 let released = self.release(&authorization_id).await;
                 let mut e = GatewayError::new(Code::UpstreamUnreachable, format!("{m}; the payment was not sent"));
                 if !released {
@@ -529,32 +625,37 @@ impl Payment<'_> {
                 }
                 return Err(e.with(|b| b.authorization_id = Some(authorization_id)));
             }
-            Err(SendError::MaybeReceived(m)) => return Err(self.unsettled(&authorization_id, &reference, &m)),
+            Err(SendError::MaybeReceived(m)) => {
+                return Err(self.unsettled(&authorization_id, &reference, valid_before, &m, None, None))
+            }
             Ok(response) => response,
         };
+        let upstream_status = response.status.as_u16();
         match self.settlement(&response) {
             Settled::Paid(s) => self.capture(&authorization_id, &signed, s, response).await,
             Settled::Refused(reason) => {
-                let released = self.release(&authorization_id).await;
-                let upstream_status = response.status.as_u16();
-                let mut message = format!(
-                    "the merchant refused the payment (HTTP {upstream_status}{})",
-                    reason.as_deref().map(|r| format!(", {r}")).unwrap_or_default()
+                let why = format!(
+                    "the merchant answered HTTP {upstream_status}{} without confirming settlement, but it holds \
+                     the signed payment",
+                    reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
                 );
-                message.push_str(if released {
-                    "; the hold was released"
-                } else {
-                    "; the hold could not be released and awaits reconciliation"
-                });
-                Err(self
-                    .with_requirement(GatewayError::new(Code::PaymentRejected, message))
-                    .with(|b| {
-                        b.authorization_id = Some(authorization_id.clone());
-                        b.error_reason = reason;
-                        b.upstream_status = Some(upstream_status);
-                    }))
+                Err(self.unsettled(
+                    &authorization_id,
+                    &reference,
+                    valid_before,
+                    &why,
+                    Some(upstream_status),
+                    reason,
+                ))
             }
-            Settled::Unknown(m) => Err(self.unsettled(&authorization_id, &reference, &m)),
+            Settled::Unknown(m) => Err(self.unsettled(
+                &authorization_id,
+                &reference,
+                valid_before,
+                &m,
+                Some(upstream_status),
+                None,
+            )),
             Settled::Delivered => {
                 self.shared.stats.unsettled.incr();
                 tracing::warn!(
@@ -562,9 +663,24 @@ impl Payment<'_> {
                     reference = %reference,
                     "the merchant answered 2xx without a settlement header; the hold stays pinned for reconciliation"
                 );
-                relay(response, Some(self.info(&authorization_id, PaymentOutcome::Unsettled)))
+                relay(
+                    response,
+                    Some(self.info(&authorization_id, PaymentOutcome::Unsettled, valid_before)),
+                )
             }
         }
+    }
+
+    /// An error from before any signature left, after the hold was (or
+    /// could not be) released.
+    fn not_signed(&self, e: GatewayError, authorization_id: &str, released: bool) -> GatewayError {
+        self.with_requirement(e).with(|b| {
+            b.authorization_id = Some(authorization_id.to_string());
+            if !released {
+                b.message
+                    .push_str("; the hold could not be released and awaits reconciliation");
+            }
+        })
     }
 
     /// Step 4: the ledger decides, before anything is signed.
@@ -579,7 +695,7 @@ impl Payment<'_> {
         };
         let session_id = self.session.id.clone();
         let decision = self
-            .ledger
+            .agent
             .call("authorize", |c| {
                 let (sid, req) = (session_id.clone(), request.clone());
                 async move { c.authorize(&sid, &req).await }
@@ -616,13 +732,13 @@ impl Payment<'_> {
     async fn check_replayed(&self, id: &str) -> GatewayResult<()> {
         let auth_id = id.to_string();
         let view = self
-            .ledger
+            .gateway
             .call("read authorization", |c| {
                 let id = auth_id.clone();
                 async move { c.get_authorization(&id).await }
             })
             .await
-            .map_err(|f| ledger_error(f, "read authorization", "nothing was signed"))?;
+            .map_err(|f| gateway_ledger_error(f, "read authorization", "nothing was signed"))?;
         let with_id = |e: GatewayError| e.with(|b| b.authorization_id = Some(auth_id.clone()));
         match view.status.as_str() {
             "held" if view.settling_since_ms.is_none() => Ok(()),
@@ -641,7 +757,7 @@ impl Payment<'_> {
     async fn already_paid(&self, id: &str, receipt_id: Option<String>) -> GatewayError {
         let transaction_hash = match &receipt_id {
             Some(rid) => self
-                .ledger
+                .agent
                 .call("read receipt", |c| {
                     let rid = rid.clone();
                     async move { c.get_receipt(&rid).await }
@@ -666,7 +782,7 @@ impl Payment<'_> {
     /// attempt cannot pin (and so cannot sign).
     async fn pin(&self, id: &str, reference: &str) -> GatewayResult<()> {
         let result = self
-            .ledger
+            .gateway
             .call("pin hold", |c| {
                 let (id, reference) = (id.to_string(), reference.to_string());
                 async move { c.mark_settling(&id, &reference).await }
@@ -694,15 +810,17 @@ impl Payment<'_> {
                     } else {
                         "nothing was signed; the hold awaits reconciliation"
                     };
-                    Err(with_id(ledger_error(f, "pin hold", after)))
+                    Err(with_id(gateway_ledger_error(f, "pin hold", after)))
                 }
             },
         }
     }
 
-    /// Step 6: the signature, made only now.
-    async fn sign(&self) -> GatewayResult<(&'static str, String, ExactEvmPayload)> {
-        let now = now_unix_secs();
+    /// Step 8: the signature, made only now, at `now` (so `validBefore` is
+    /// `now + maxTimeoutSeconds`, which [`pick`] bounded). A signature whose
+    /// `validBefore` is not `valid_before` (the one the pin announced) is
+    /// never sent.
+    async fn sign(&self, now: u64, valid_before: u64) -> GatewayResult<(&'static str, String, ExactEvmPayload)> {
         let failed = |e: x402::BuildError| GatewayError::new(Code::SignerFailed, format!("{e}; nothing was sent"));
         let (header, value, signed) = match &self.chosen.requirement {
             PaymentRequirements::V1(r) => {
@@ -732,6 +850,15 @@ impl Payment<'_> {
             }
         };
         self.shared.stats.signatures.incr();
+        if signed.authorization.valid_before != valid_before {
+            return Err(GatewayError::new(
+                Code::Internal,
+                format!(
+                    "the signed validBefore {} is not the pinned {valid_before}; nothing was sent",
+                    signed.authorization.valid_before
+                ),
+            ));
+        }
         Ok((header, value, signed))
     }
 
@@ -819,7 +946,7 @@ impl Payment<'_> {
             }),
         };
         let captured = self
-            .ledger
+            .gateway
             .call("capture", |c| {
                 let (id, req) = (id.to_string(), request.clone());
                 async move { c.capture(&id, &req).await }
@@ -831,7 +958,7 @@ impl Payment<'_> {
                 tracing::info!(authorization = %id, receipt = %c.receipt_id, "x402 payment captured");
                 PaymentInfo {
                     receipt_id: Some(c.receipt_id),
-                    ..self.info(id, PaymentOutcome::Paid)
+                    ..self.info(id, PaymentOutcome::Paid, auth.valid_before)
                 }
             }
             Err(f) => {
@@ -841,21 +968,22 @@ impl Payment<'_> {
                     error = %f,
                     "the merchant settled but the capture failed; the hold stays pinned for reconciliation"
                 );
-                self.info(id, PaymentOutcome::PaidCapturePending)
+                self.info(id, PaymentOutcome::PaidCapturePending, auth.valid_before)
             }
         };
         info.transaction_hash = transaction;
         relay(response, Some(info))
     }
 
-    /// Step 7, refusal (or nothing sent): give the hold back. False when it
-    /// could not be done (the pinned hold then waits for reconciliation).
+    /// Nothing was signed, or the signature never left: give the hold back.
+    /// Never called once a signed payment may have left. False when it could
+    /// not be done (the pinned hold then waits for reconciliation).
     async fn release(&self, id: &str) -> bool {
         let request = VoidRequest {
             idempotency_key: Some(ids::void_key(self.nonce)),
         };
         match self
-            .ledger
+            .gateway
             .call("void", |c| {
                 let (id, req) = (id.to_string(), request.clone());
                 async move { c.void(&id, &req).await }
@@ -875,23 +1003,40 @@ impl Payment<'_> {
         }
     }
 
-    /// Step 7, no answer: keep the pinned hold; never guess.
-    fn unsettled(&self, id: &str, reference: &str, why: &str) -> GatewayError {
+    /// A signed payment left and no settlement was confirmed: keep the
+    /// pinned hold; never guess, never void (the merchant can settle until
+    /// `valid_before`).
+    fn unsettled(
+        &self,
+        id: &str,
+        reference: &str,
+        valid_before: u64,
+        why: &str,
+        upstream_status: Option<u16>,
+        error_reason: Option<String>,
+    ) -> GatewayError {
         self.shared.stats.unsettled.incr();
         tracing::warn!(
             authorization = %id,
             reference = %reference,
+            valid_before,
             why,
             "x402 payment outcome unknown; the hold stays pinned for reconciliation"
         );
         self.with_requirement(GatewayError::new(
             Code::PaymentOutcomeUnknown,
             format!(
-                "the payment was sent and its outcome is unknown ({why}); the hold stays reserved for reconciliation; \
-                 a retry with the same idempotency_key will not pay again"
+                "a signed payment was sent and its outcome is unknown ({why}); the merchant can still settle it \
+                 until validBefore {valid_before} (Unix seconds), so the amount stays reserved (the hold is pinned) \
+                 until an operator reconciles it; a retry with the same idempotency_key will not pay again"
             ),
         ))
-        .with(|b| b.authorization_id = Some(id.to_string()))
+        .with(|b| {
+            b.authorization_id = Some(id.to_string());
+            b.valid_before = Some(valid_before);
+            b.upstream_status = upstream_status;
+            b.error_reason = error_reason;
+        })
     }
 }
 

@@ -26,8 +26,9 @@ use crate::config::{ConfigError, GatewayConfig};
 use crate::error::{Code, GatewayError};
 use crate::keys::KeyRing;
 use crate::ledger::Ledger;
+use crate::pay;
+use crate::policy::Guard;
 use crate::wire::{FetchRequest, FetchResponse, StatsView};
-use crate::{pay, upstream};
 
 /// A counter for [`StatsView`].
 #[derive(Default)]
@@ -73,8 +74,14 @@ impl Stats {
 /// Everything a request may use.
 pub(crate) struct Shared {
     pub(crate) config: GatewayConfig,
+    /// The ledger nodes without a token: the agent's calls add its session
+    /// token ([`Ledger::with_token`]).
     pub(crate) ledger: Ledger,
-    pub(crate) http: reqwest::Client,
+    /// The ledger nodes with the gateway's own token: pin, capture, void,
+    /// read holds.
+    pub(crate) gateway_ledger: Ledger,
+    /// Which upstreams may be fetched.
+    pub(crate) guard: Guard,
     pub(crate) keys: KeyRing,
     pub(crate) stats: Stats,
     /// Set by [`GatewayHandle::abort`]: every fetch stops where it is.
@@ -85,15 +92,33 @@ pub(crate) struct Shared {
 pub struct GatewayState(Arc<Shared>);
 
 impl GatewayState {
+    /// A state whose upstream guard knows the ledger nodes given by IP
+    /// address (use [`Gateway::start`] to also resolve named ones and add
+    /// the gateway's own listener).
     pub fn new(config: GatewayConfig, keys: KeyRing) -> Result<(GatewayState, watch::Sender<bool>), StartError> {
+        let mut guard = Guard::new(config.upstreams.clone(), &config.limits);
+        for url in &config.ledger_urls {
+            if let Some(addr) = literal_socket(url) {
+                guard.add_own(addr);
+            }
+        }
+        GatewayState::with_guard(config, keys, guard)
+    }
+
+    fn with_guard(
+        config: GatewayConfig,
+        keys: KeyRing,
+        guard: Guard,
+    ) -> Result<(GatewayState, watch::Sender<bool>), StartError> {
         config.validate()?;
         let ledger = Ledger::new(&config.ledger_urls, &config.limits)?;
-        let http = upstream::http_client(&config.limits).map_err(|e| StartError::Http(e.to_string()))?;
+        let gateway_ledger = ledger.with_token(config.gateway_token.expose());
         let (abort, aborted) = watch::channel(false);
         let shared = Shared {
             config,
             ledger,
-            http,
+            gateway_ledger,
+            guard,
             keys,
             stats: Stats::default(),
             aborted,
@@ -106,12 +131,18 @@ impl GatewayState {
     }
 }
 
+/// A ledger URL's socket when its host is an IP address.
+fn literal_socket(url: &str) -> Option<SocketAddr> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    let host = parsed.host_str()?.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = host.parse().ok()?;
+    Some(SocketAddr::new(ip, parsed.port_or_known_default()?))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("configuration: {0}")]
     Config(#[from] ConfigError),
-    #[error("HTTP client: {0}")]
-    Http(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
 }
@@ -243,14 +274,27 @@ pub struct Gateway;
 
 impl Gateway {
     /// Binds `listen` and serves until the handle is shut down or dropped.
+    /// The upstream guard refuses the ledger nodes' addresses (names are
+    /// resolved now) and the gateway's own.
     pub async fn start(config: GatewayConfig, keys: KeyRing, listen: SocketAddr) -> Result<GatewayHandle, StartError> {
-        let (state, abort) = GatewayState::new(config, keys)?;
+        config.validate()?;
+        let mut guard = Guard::new(config.upstreams.clone(), &config.limits);
+        for url in &config.ledger_urls {
+            guard.add_ledger_url(url).await;
+        }
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|source| StartError::Listen { addr: listen, source })?;
         let addr = listener
             .local_addr()
             .map_err(|source| StartError::Listen { addr: listen, source })?;
+        guard.add_own(addr);
+        if config.upstreams.refuses_everything() {
+            tracing::warn!(
+                "no upstream is allowed (empty allowlist): every fetch will be refused with upstream_not_allowed"
+            );
+        }
+        let (state, abort) = GatewayState::with_guard(config, keys, guard)?;
         let (stop, mut stopped) = watch::channel(false);
         let router = app(state.clone());
         let server = tokio::spawn(async move {

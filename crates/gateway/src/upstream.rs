@@ -40,17 +40,6 @@ pub struct UpstreamRequest {
     pub body: Bytes,
 }
 
-impl UpstreamRequest {
-    /// The default ledger tool: `host[:port]`.
-    pub fn host_tool(&self) -> String {
-        let host = self.url.host_str().unwrap_or("unknown-host");
-        match self.url.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_string(),
-        }
-    }
-}
-
 fn invalid(message: impl Into<String>) -> GatewayError {
     GatewayError::new(Code::InvalidRequest, message)
 }
@@ -115,16 +104,26 @@ pub fn build(req: &FetchRequest, limits: &Limits) -> GatewayResult<UpstreamReque
     })
 }
 
-/// The HTTP client for upstreams: no redirects (a payment header must never
-/// follow one to another host), no proxies from the environment, a connect
-/// timeout; whole-exchange deadlines are applied per call.
-pub fn http_client(limits: &Limits) -> Result<reqwest::Client, reqwest::Error> {
-    reqwest::Client::builder()
+/// The HTTP client for one fetch's upstream: no redirects (a payment header
+/// must never follow one to another host, and a redirect must not escape the
+/// upstream checks: a 3xx is relayed to the agent as is), no proxies from
+/// the environment, a connect timeout; whole-exchange deadlines are applied
+/// per call. `pinned` is the host name and the addresses the guard checked
+/// ([`crate::policy::Guard::check`]): the client connects to those only and
+/// never resolves the name again.
+pub fn http_client(
+    limits: &Limits,
+    pinned: Option<(&str, &[std::net::SocketAddr])>,
+) -> Result<reqwest::Client, reqwest::Error> {
+    let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .connect_timeout(limits.upstream_connect_timeout)
-        .tcp_nodelay(true)
-        .build()
+        .tcp_nodelay(true);
+    if let Some((host, addrs)) = pinned {
+        builder = builder.resolve_to_addrs(host, addrs);
+    }
+    builder.build()
 }
 
 /// Why an upstream exchange failed before a status arrived.
@@ -252,11 +251,6 @@ mod tests {
         let limits = Limits::default();
         let ok = build(&fetch("http://127.0.0.1:9/x?y=1"), &limits).unwrap();
         assert_eq!(ok.method, Method::GET);
-        assert_eq!(ok.host_tool(), "127.0.0.1:9");
-        assert_eq!(
-            build(&fetch("http://api.example/x"), &limits).unwrap().host_tool(),
-            "api.example"
-        );
         assert!(build(&fetch("https://api.example/x"), &limits).is_ok());
         for bad in ["ftp://x/", "not a url", "http://u:p@x/"] {
             assert!(build(&fetch(bad), &limits).is_err(), "{bad}");

@@ -24,7 +24,10 @@ pub struct FetchRequest {
     pub body: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_base64: Option<String>,
-    /// The ledger tool to charge; default: the target's `host[:port]`.
+    /// Optional, checked only: the tool a payment is charged to is derived
+    /// from the upstream (the gateway's tool map, else the target's
+    /// `host[:port]`; see `gateway::tools`). When given, it must equal that
+    /// tool, else the fetch is refused with `tool_mismatch`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
     /// The agent's key for this logical request: a retry with the same key
@@ -68,7 +71,7 @@ pub enum PaymentOutcome {
     /// Settled, but the capture could not be recorded yet: the hold stays
     /// pinned for reconciliation (the budget stays reserved meanwhile).
     PaidCapturePending,
-    /// The merchant answered without saying whether it settled: the hold
+    /// The merchant answered 2xx without saying whether it settled: the hold
     /// stays pinned for reconciliation.
     Unsettled,
 }
@@ -95,6 +98,9 @@ pub struct PaymentInfo {
     pub wallet_address: String,
     /// The EIP-3009 nonce.
     pub nonce: String,
+    /// The signed `validBefore` (Unix seconds): the payment cannot land
+    /// after it.
+    pub valid_before: u64,
 }
 
 /// `GET /v1/stats`: counters since start.

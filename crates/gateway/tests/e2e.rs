@@ -14,6 +14,13 @@ use x402::exact_evm::parse_evm_address;
 use x402::{Network, X402Version};
 use x402_merchant::{FailureMode, RouteConfig};
 
+fn now_unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 /// The seed's example through x402: a $25 session, three concurrent $10
 /// calls → two paid with receipts, one refused for `session_cap` with no
 /// signature made (the merchant saw two payment attempts).
@@ -156,12 +163,17 @@ async fn v2_wire_format_pays_and_captures() {
     ledger.shutdown().await;
 }
 
-/// Settlement fails → the hold is voided and the budget restored; the next
-/// payment (new key) goes through.
+/// Settlement "fails" (the merchant answers 402 with `success:false`) after
+/// it received the signed payment: the merchant could still settle that
+/// signature until `validBefore`, so the hold is NOT voided: it stays
+/// pinned, the agent hears "outcome unknown", and only the gateway's (or the
+/// admin's) token resolves it, after `validBefore`, once the chain shows no
+/// transfer (here: the merchant's settled list).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn settlement_failure_voids_the_hold_and_restores_the_budget() {
+async fn settlement_failure_keeps_the_hold_pinned_until_reconciled() {
     let ledger = Ledger::start(1).await;
-    let merchant = merchant(|_| {}).await;
+    // A short payment window, so the test can wait for validBefore.
+    let merchant = merchant(|m| m.max_timeout_seconds = 3).await;
     let gw = gateway(gateway_config(&ledger, 20_000_000)).await;
     let (sid, token) = ledger.session("25.00", Some(WALLET)).await;
     let agent = Agent::new(&gw, &sid, &token);
@@ -169,25 +181,71 @@ async fn settlement_failure_voids_the_hold_and_restores_the_budget() {
         error_reason: "insufficient_funds".into(),
     });
 
+    let mut pinned = Vec::new();
     for (i, path) in [V1_REPORT, V2_REPORT].into_iter().enumerate() {
         let (status, answer) = agent.fetch(&merchant.url(path), Some(&format!("fails-{i}"))).await;
-        assert_eq!(status, 402, "{answer}");
-        assert_eq!(code(&answer), "payment_rejected");
+        assert_eq!(status, 504, "{answer}");
+        assert_eq!(code(&answer), "payment_outcome_unknown");
         assert_eq!(answer["error_reason"], "insufficient_funds");
-        let authorization = ledger
-            .admin()
-            .get_authorization(answer["authorization_id"].as_str().unwrap())
-            .await
-            .unwrap();
-        assert_eq!(authorization.status, "voided");
-        let view = ledger.view(&sid).await;
-        assert_eq!(units(&view.held), 0);
-        assert_eq!(units(&view.spent), 0);
-        assert_eq!(units(&view.remaining), 25_000_000);
+        assert_eq!(answer["upstream_status"], 402);
+        let valid_before = answer["valid_before"].as_u64().expect("valid_before");
+        let id = answer["authorization_id"].as_str().unwrap().to_string();
+        let authorization = ledger.admin().get_authorization(&id).await.unwrap();
+        assert_eq!(authorization.status, "held");
+        assert!(authorization.settling_since_ms.is_some());
+        pinned.push((id, valid_before));
     }
+    let view = ledger.view(&sid).await;
+    assert_eq!(units(&view.held), 2 * TEN_DOLLARS, "both stay reserved");
+    assert_eq!(units(&view.spent), 0);
     assert_eq!(merchant.stats().settlements_failed, 2);
     assert!(merchant.settled().is_empty());
-    assert_eq!(gw.stats().voids, 2);
+    assert_eq!(gw.stats().voids, 0);
+    assert_eq!(gw.stats().unsettled, 2);
+
+    // The agent cannot release them with its own token.
+    let as_agent = ledger.as_session(&token);
+    for (id, _) in &pinned {
+        let e = as_agent
+            .void(id, &api::VoidRequest { idempotency_key: None })
+            .await
+            .unwrap_err();
+        assert_eq!((e.status(), e.code()), (Some(403), Some("hold_settling")), "{e}");
+    }
+
+    // The reconciler: the chain (the merchant's record) shows no transfer;
+    // once validBefore has passed, the gateway's token voids.
+    let listed = gateway::reconcile::list_pinned(&ledger.as_gateway(), now_unix_secs())
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 2);
+    for (id, valid_before) in &pinned {
+        let hold = listed.iter().find(|h| h.authorization_id == *id).unwrap();
+        assert_eq!(hold.valid_before, Some(*valid_before));
+        assert_eq!(
+            hold.wallet.as_deref().map(parse_evm_address),
+            Some(parse_evm_address(WALLET))
+        );
+    }
+    let last = pinned.iter().map(|(_, vb)| *vb).max().unwrap();
+    eventually("validBefore has passed", || async move {
+        (now_unix_secs() > last).then_some(())
+    })
+    .await;
+    let listed = gateway::reconcile::list_pinned(&ledger.as_gateway(), now_unix_secs())
+        .await
+        .unwrap();
+    assert!(listed.iter().all(|h| h.expired == Some(true)), "{listed:?}");
+    for (id, _) in &pinned {
+        ledger
+            .as_gateway()
+            .void(id, &api::VoidRequest { idempotency_key: None })
+            .await
+            .unwrap();
+    }
+    let view = ledger.view(&sid).await;
+    assert_eq!(units(&view.held), 0);
+    assert_eq!(units(&view.remaining), 25_000_000);
 
     merchant.set_failure(FailureMode::None);
     let (status, answer) = agent.fetch(&merchant.url(V1_REPORT), Some("after-failure")).await;
@@ -448,7 +506,12 @@ async fn amounts_above_a_maximum_or_the_remaining_budget_are_refused_without_a_s
     assert_eq!(answer["reason"], "session_cap");
     assert_nothing_left(&ledger, &big, &merchant).await;
 
-    // A per-tool cap, with a caller-given tool name.
+    // A per-tool cap: the gateway's tool map names the merchant's paid
+    // routes "reports"; an agent-given tool that agrees is accepted.
+    let mut mapped = gateway_config(&ledger, 20_000_000);
+    mapped.tool_map =
+        gateway::ToolRule::parse_list(&format!("127.0.0.1:{}/paid=reports", merchant.addr().port())).unwrap();
+    let mapped = gateway(mapped).await;
     let (capped, capped_token) = ledger
         .session_with(CreateSessionRequest {
             cap: "25.00".into(),
@@ -458,14 +521,15 @@ async fn amounts_above_a_maximum_or_the_remaining_budget_are_refused_without_a_s
             ..CreateSessionRequest::default()
         })
         .await;
-    let capped_agent = Agent::new(&big, &capped, &capped_token);
+    let capped_agent = Agent::new(&mapped, &capped, &capped_token);
     let mut req = capped_agent.request(&merchant.url(V1_REPORT), Some("tool-capped"));
     req.tool = Some("reports".into());
     let (status, answer) = capped_agent.send(&req).await;
     assert_eq!(status, 402, "{answer}");
     assert_eq!(answer["reason"], "tool_cap");
-    assert_nothing_left(&ledger, &big, &merchant).await;
-    assert_eq!(big.stats().denials, 2);
+    assert_nothing_left(&ledger, &mapped, &merchant).await;
+    assert_eq!(big.stats().denials, 1);
+    assert_eq!(mapped.stats().denials, 1);
     ledger.shutdown().await;
 }
 

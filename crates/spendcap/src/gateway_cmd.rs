@@ -1,14 +1,16 @@
 //! `spendcap gateway`: the x402 gateway (see the `gateway` crate), and with
-//! `--demo-merchant` the test merchant beside it, for trying it out.
+//! `--demo-merchant` the test merchant beside it, for trying it out;
+//! `spendcap gateway reconcile --list`: the holds left pinned for
+//! reconciliation, with their `validBefore`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args, ValueEnum};
-use gateway::config::{decimal_to_atomic, parse_asset};
-use gateway::{AllowedAsset, Gateway, GatewayConfig, KeyRing, Limits};
+use clap::{Args, Subcommand, ValueEnum};
+use gateway::config::{decimal_to_atomic, parse_asset, Secret, MAX_TIMEOUT_SECONDS_DEFAULT};
+use gateway::{AllowedAsset, Gateway, GatewayConfig, HostPattern, KeyRing, Limits, ToolRule, UpstreamPolicy};
 use x402::X402Version;
 use x402_merchant::{Merchant, MerchantConfig, RouteConfig};
 
@@ -24,6 +26,8 @@ pub enum LogFormat {
 
 #[derive(Args)]
 pub struct GatewayArgs {
+    #[command(subcommand)]
+    command: Option<GatewayCommand>,
     /// Where agents reach the gateway.
     #[arg(long, env = "SPENDCAP_GATEWAY_LISTEN", default_value = "127.0.0.1:7800")]
     listen: SocketAddr,
@@ -32,9 +36,45 @@ pub struct GatewayArgs {
         long = "ledger",
         env = "SPENDCAP_GATEWAY_LEDGER",
         value_delimiter = ',',
-        default_value = "http://127.0.0.1:7700"
+        default_value = "http://127.0.0.1:7700",
+        global = true
     )]
     ledgers: Vec<String>,
+    /// The gateway's own ledger credential: the nodes' --gateway-token. It
+    /// pins, captures and voids holds; agents' session tokens only
+    /// authenticate them and authorize. Required (or --gateway-token-file).
+    #[arg(long, env = "SPENDCAP_GATEWAY_TOKEN", hide_env_values = true, global = true)]
+    gateway_token: Option<String>,
+    /// A file holding the gateway token (mode 0600).
+    #[arg(long, env = "SPENDCAP_GATEWAY_TOKEN_FILE", global = true)]
+    gateway_token_file: Option<PathBuf>,
+    /// Upstreams the gateway may fetch, comma-separated: `api.example.com`,
+    /// `*.example.com` (subdomains), `203.0.113.7`, `[2001:db8::1]`, each
+    /// optionally `:PORT`. Empty: every fetch is refused.
+    #[arg(
+        long = "upstream-allow",
+        env = "SPENDCAP_GATEWAY_UPSTREAM_ALLOW",
+        value_delimiter = ','
+    )]
+    upstream_allow: Vec<String>,
+    /// Any host passes the allowlist (addresses are still checked). Demos
+    /// only.
+    #[arg(long, env = "SPENDCAP_GATEWAY_UPSTREAM_ALLOW_ANY")]
+    upstream_allow_any: bool,
+    /// Loopback, private, link-local ... addresses may be fetched (the
+    /// ledger nodes' and the gateway's own sockets stay refused). Tests and
+    /// local demos only.
+    #[arg(long, env = "SPENDCAP_GATEWAY_UPSTREAM_ALLOW_PRIVATE")]
+    upstream_allow_private: bool,
+    /// Which tool a payment is charged to, by upstream, comma-separated
+    /// `HOST[:PORT][/PATH-PREFIX]=TOOL` (the most specific match wins);
+    /// unmatched upstreams are charged to their `host[:port]`.
+    #[arg(long = "tool-map", env = "SPENDCAP_GATEWAY_TOOL_MAP", value_delimiter = ',')]
+    tool_map: Vec<String>,
+    /// The longest payment window signed: requirements whose
+    /// maxTimeoutSeconds is above it are refused before anything is held.
+    #[arg(long, env = "SPENDCAP_GATEWAY_MAX_TIMEOUT_SECONDS", default_value_t = MAX_TIMEOUT_SECONDS_DEFAULT)]
+    max_timeout_seconds: u64,
     /// Wallet key file: one `ADDRESS=HEXKEY` (or bare `HEXKEY`) per line,
     /// mode 0600. Keys may also come from $SPENDCAP_GATEWAY_KEYS.
     #[arg(long, env = "SPENDCAP_GATEWAY_KEYS_FILE")]
@@ -67,6 +107,63 @@ pub struct GatewayArgs {
     demo_merchant: bool,
     #[arg(long, env = "SPENDCAP_LOG_FORMAT", value_enum, default_value = "human")]
     log_format: LogFormat,
+}
+
+#[derive(Subcommand)]
+enum GatewayCommand {
+    /// Holds left pinned for reconciliation (a signed payment left without
+    /// a confirmed settlement), with what to ask the chain and their
+    /// validBefore. Uses --ledger and the gateway token.
+    Reconcile(ReconcileArgs),
+}
+
+#[derive(Args)]
+struct ReconcileArgs {
+    /// List the pinned holds as JSON (the only action: capturing or voiding
+    /// one is an operator's decision after checking the chain, with
+    /// `spendcap capture` / `spendcap void`).
+    #[arg(long)]
+    list: bool,
+}
+
+/// The gateway token from the flag/env or the file.
+fn gateway_token(a: &GatewayArgs) -> anyhow::Result<String> {
+    match (&a.gateway_token, &a.gateway_token_file) {
+        (Some(_), Some(_)) => bail!("give --gateway-token or --gateway-token-file, not both"),
+        (Some(t), None) => Ok(t.trim().to_string()),
+        (None, Some(path)) => {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(path)
+                    .with_context(|| format!("--gateway-token-file {}", path.display()))?
+                    .permissions()
+                    .mode();
+                if mode & 0o077 != 0 {
+                    bail!(
+                        "--gateway-token-file {}: mode {:o} lets others read it; chmod 600 it",
+                        path.display(),
+                        mode & 0o777
+                    );
+                }
+            }
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("--gateway-token-file {}", path.display()))?;
+            Ok(text.trim().to_string())
+        }
+        (None, None) => bail!(
+            "the gateway needs its own ledger credential: --gateway-token (or $SPENDCAP_GATEWAY_TOKEN, or \
+             --gateway-token-file), the same value the nodes were started with"
+        ),
+    }
+}
+
+fn ledger_urls(a: &GatewayArgs) -> Vec<String> {
+    a.ledgers
+        .iter()
+        .map(|u| u.trim().to_string())
+        .filter(|u| !u.is_empty())
+        .collect()
 }
 
 fn init_logs(format: LogFormat) {
@@ -108,15 +205,34 @@ fn config(a: &GatewayArgs) -> anyhow::Result<GatewayConfig> {
             .max(limits.upstream_timeout * 2 + limits.ledger_timeout * 4),
         ..limits
     };
+    let allow = a
+        .upstream_allow
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .map(HostPattern::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .context("--upstream-allow")?;
+    let tool_map = a
+        .tool_map
+        .iter()
+        .map(|r| r.trim())
+        .filter(|r| !r.is_empty())
+        .map(ToolRule::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .context("--tool-map")?;
     let config = GatewayConfig {
-        ledger_urls: a
-            .ledgers
-            .iter()
-            .map(|u| u.trim().to_string())
-            .filter(|u| !u.is_empty())
-            .collect(),
+        ledger_urls: ledger_urls(a),
         assets,
         hold_seconds: a.hold_seconds,
+        gateway_token: Secret::new(gateway_token(a)?),
+        max_timeout_seconds: a.max_timeout_seconds,
+        upstreams: UpstreamPolicy {
+            allow,
+            allow_any: a.upstream_allow_any,
+            allow_private: a.upstream_allow_private,
+        },
+        tool_map,
         limits,
     };
     config.validate()?;
@@ -136,6 +252,9 @@ fn keys(a: &GatewayArgs) -> anyhow::Result<KeyRing> {
 
 pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
     init_logs(a.log_format);
+    if let Some(GatewayCommand::Reconcile(r)) = &a.command {
+        return reconcile(&a, r).await;
+    }
     let config = config(&a)?;
     let keys = keys(&a)?;
     if keys.is_empty() {
@@ -158,6 +277,36 @@ pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
     for address in keys.addresses() {
         eprintln!("spendcap: signs for wallet {address}");
     }
+    let upstreams = &config.upstreams;
+    if upstreams.refuses_everything() {
+        eprintln!(
+            "spendcap: WARNING: no upstream is allowed, so every fetch is refused (upstream_not_allowed); \
+             give --upstream-allow HOST,*.DOMAIN,..."
+        );
+    } else if upstreams.allow_any {
+        eprintln!("spendcap: WARNING: --upstream-allow-any: any host may be fetched (demos only)");
+    } else {
+        let list: Vec<String> = upstreams.allow.iter().map(|p| p.to_string()).collect();
+        eprintln!("spendcap: fetches only {}", list.join(", "));
+    }
+    if upstreams.allow_private {
+        eprintln!(
+            "spendcap: WARNING: --upstream-allow-private: loopback and private addresses may be fetched \
+             (tests and local demos only)"
+        );
+    } else if merchant.is_some() {
+        eprintln!(
+            "spendcap: the demo merchant is on 127.0.0.1: add --upstream-allow 127.0.0.1 --upstream-allow-private \
+             to reach it"
+        );
+    }
+    eprintln!(
+        "spendcap: signs payment windows (maxTimeoutSeconds) of at most {} s",
+        config.max_timeout_seconds
+    );
+    for rule in &config.tool_map {
+        eprintln!("spendcap: tool map: {rule}");
+    }
     let handle = Gateway::start(config, keys, a.listen)
         .await
         .context("starting the gateway")?;
@@ -169,6 +318,40 @@ pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
         m.shutdown().await;
     }
     Ok(())
+}
+
+/// `spendcap gateway reconcile --list`.
+async fn reconcile(a: &GatewayArgs, r: &ReconcileArgs) -> anyhow::Result<()> {
+    if !r.list {
+        bail!("say what to do: --list (capturing or voiding is `spendcap capture` / `spendcap void`)");
+    }
+    let token = gateway_token(a)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut last = None;
+    for url in ledger_urls(a) {
+        let client = client::Client::with_timeout(&url, Some(token.clone()), Duration::from_secs(10))?;
+        match gateway::reconcile::list_pinned(&client, now).await {
+            Ok(holds) => {
+                let expired = holds.iter().filter(|h| h.expired == Some(true)).count();
+                println!("{}", serde_json::to_string_pretty(&holds)?);
+                eprintln!(
+                    "spendcap: {} pinned holds, {expired} past validBefore (void those only if the chain shows no \
+                     transfer for their nonce; capture those that were paid)",
+                    holds.len()
+                );
+                return Ok(());
+            }
+            Err(e @ client::ClientError::Unreachable(_)) => last = Some(e),
+            Err(e) => return Err(e).context(format!("listing pinned holds at {url}")),
+        }
+    }
+    match last {
+        Some(e) => Err(e).context("no ledger node could be reached"),
+        None => bail!("no ledger URL"),
+    }
 }
 
 /// The walk-through's merchant: $10 reports in both wire versions and a

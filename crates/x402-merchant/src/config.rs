@@ -101,6 +101,11 @@ pub enum FailureMode {
     /// Offer only this scheme (everything else well formed); payments are then rejected
     /// with `invalid_scheme`.
     UnknownScheme { scheme: String },
+    /// A hostile or broken merchant: verify the payment, settle it when `settle` (the money
+    /// moves, the nonce is consumed) or not, then answer HTTP `status` with a JSON error body
+    /// and no settlement header, as if it had refused it. The gateway must not release the
+    /// hold: the merchant still holds the signature.
+    AnswerAfterPayment { status: u16, settle: bool },
 }
 
 /// Merchant configuration. [`Default`] gives two routes, `/paid/v1/resource` (v1) and

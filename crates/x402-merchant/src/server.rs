@@ -325,6 +325,7 @@ impl Shared {
                     pay_to: verified.pay_to,
                     value: verified.value,
                     nonce: verified.nonce,
+                    valid_before: verified.valid_before,
                     transaction: keccak256(verified.signature.as_bytes()),
                 };
                 ledger.used_nonces.insert(key);
@@ -559,6 +560,20 @@ async fn paid(shared: Arc<Shared>, index: usize, request_headers: HeaderMap) -> 
             return payment_required(&shared, route, scheme, reason.to_owned(), None);
         }
     };
+    if let FailureMode::AnswerAfterPayment { status, settle } = failure {
+        let settled = settle
+            && matches!(
+                shared.settle(&route.path, &verified, &FailureMode::None),
+                SettleOutcome::Settled(_)
+            );
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        tracing::info!(%status, settled, route = %route.path, "x402 merchant answers without a settlement header");
+        return respond(
+            status,
+            Vec::new(),
+            json_body(&json!({ "error": "payment_not_accepted", "message": "try again later" })),
+        );
+    }
     let network = shared.config.network.wire_name(route.version).to_owned();
     match shared.settle(&route.path, &verified, &failure) {
         SettleOutcome::Settled(record) => {

@@ -32,6 +32,8 @@ pub struct SettledPayment {
     /// Atomic units.
     pub value: u128,
     pub nonce: B256,
+    /// The signed `validBefore` (Unix seconds).
+    pub valid_before: u64,
     /// Deterministic "transaction hash": keccak-256 of the 65 signature bytes.
     pub transaction: B256,
 }

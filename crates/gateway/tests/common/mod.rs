@@ -9,13 +9,20 @@ use std::time::{Duration, Instant};
 
 use api::{CreateSessionRequest, SessionView};
 use client::Client;
-use gateway::{AllowedAsset, FetchRequest, Gateway, GatewayConfig, GatewayHandle, KeyRing};
+use gateway::{
+    AllowedAsset, FetchRequest, Gateway, GatewayConfig, GatewayHandle, HostPattern, KeyRing, UpstreamPolicy,
+};
 use node::{Limits, Node, NodeConfig, RaftTuning};
 use serde_json::Value;
 use x402::X402Version;
 use x402_merchant::{Merchant, MerchantConfig, MerchantHandle, MerchantStats, RouteConfig};
 
 pub const ADMIN_TOKEN: &str = "gateway-test-admin-token-0123456789";
+/// The gateway's own ledger credential (`--gateway-token` on the nodes and
+/// the gateway).
+pub const GATEWAY_TOKEN: &str = "gateway-test-gateway-token-9876543210";
+/// The nodes' shared Raft secret.
+pub const PEER_TOKEN: &str = "gateway-test-peer-token-5555555555";
 /// Hardhat/Anvil development account #0: a well-known test key, never funded.
 pub const WALLET_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 pub const WALLET: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
@@ -83,8 +90,8 @@ impl Ledger {
                 initial_members: node::parse_members(&members).unwrap(),
                 join: false,
                 admin_token: Some(ADMIN_TOKEN.into()),
-                peer_token: None,
-                gateway_token: None,
+                peer_token: Some(PEER_TOKEN.into()),
+                gateway_token: Some(GATEWAY_TOKEN.into()),
                 limits: Limits::default(),
                 raft: RaftTuning {
                     heartbeat: Duration::from_millis(50),
@@ -110,6 +117,16 @@ impl Ledger {
 
     pub fn admin(&self) -> Client {
         Client::new(&self.urls[0], Some(ADMIN_TOKEN.into())).unwrap()
+    }
+
+    /// A node as the gateway (its own token), as a reconciler uses it.
+    pub fn as_gateway(&self) -> Client {
+        Client::new(&self.urls[0], Some(GATEWAY_TOKEN.into())).unwrap()
+    }
+
+    /// A node as a session (its token).
+    pub fn as_session(&self, token: &str) -> Client {
+        Client::new(&self.urls[0], Some(token.into())).unwrap()
     }
 
     /// A session with `cap` paying from `wallet`; returns (id, token).
@@ -174,8 +191,26 @@ pub async fn wait_merchant(
         .unwrap_or_else(|_| panic!("merchant never reached: {what}; stats {:?}", m.stats()))
 }
 
+/// The test gateway: merchants run on 127.0.0.1, so it allows that host
+/// and private addresses (the ledger nodes' sockets stay refused).
 pub fn gateway_config(ledger: &Ledger, payment_max: u128) -> GatewayConfig {
-    let mut config = GatewayConfig::new(ledger.urls.clone(), vec![AllowedAsset::base_sepolia_usdc(payment_max)]);
+    let mut config = strict_gateway_config(ledger, payment_max);
+    config.upstreams = UpstreamPolicy {
+        allow: HostPattern::parse_list("127.0.0.1").unwrap(),
+        allow_any: false,
+        allow_private: true,
+    };
+    config
+}
+
+/// The production defaults: no upstream allowed until configured, private
+/// addresses refused.
+pub fn strict_gateway_config(ledger: &Ledger, payment_max: u128) -> GatewayConfig {
+    let mut config = GatewayConfig::new(
+        ledger.urls.clone(),
+        vec![AllowedAsset::base_sepolia_usdc(payment_max)],
+        GATEWAY_TOKEN,
+    );
     config.limits.ledger_retry_pause = Duration::from_millis(50);
     config
 }
