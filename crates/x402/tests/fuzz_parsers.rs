@@ -26,9 +26,9 @@ use x402::select::OfferedRequirement;
 use x402::*;
 
 /// Cases for the cheap codec properties.
-const CASES_CODEC: u32 = 512;
+const CASES_CODEC: u32 = 1024;
 /// Cases for properties that recover a secp256k1 signature per case (slower).
-const CASES_VERIFY: u32 = 96;
+const CASES_VERIFY: u32 = 256;
 
 fn config(cases: u32) -> Config {
     Config {
@@ -125,12 +125,24 @@ fn arb_scheme() -> impl Strategy<Value = String> {
 
 fn arb_requirement_v1() -> impl Strategy<Value = PaymentRequirementsV1> {
     (
-        (arb_scheme(), arb_network(X402Version::V1), any::<u128>(), arb_text(), arb_text()),
+        (
+            arb_scheme(),
+            arb_network(X402Version::V1),
+            any::<u128>(),
+            arb_text(),
+            arb_text(),
+        ),
         (
             prop::option::of(arb_text()),
             prop::option::of(arb_json().prop_filter("null reads as absent", |v| !v.is_null())),
         ),
-        (arb_address_text(), any::<u64>(), arb_address_text(), arb_extra(), arb_unknown_fields()),
+        (
+            arb_address_text(),
+            any::<u64>(),
+            arb_address_text(),
+            arb_extra(),
+            arb_unknown_fields(),
+        ),
     )
         .prop_map(
             |(
@@ -198,7 +210,8 @@ fn arb_resource() -> impl Strategy<Value = ResourceInfo> {
 
 fn arb_object_or_none() -> impl Strategy<Value = Option<Value>> {
     prop::option::of(
-        prop::collection::btree_map("[a-z]{1,6}", arb_json(), 0..3).prop_map(|m| Value::Object(m.into_iter().collect())),
+        prop::collection::btree_map("[a-z]{1,6}", arb_json(), 0..3)
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
     )
 }
 
@@ -332,7 +345,11 @@ enum Mutation {
     /// Remove one member of the top-level object, or of an object one level down.
     DropField { pick: prop::sample::Index, nested: bool },
     /// Replace a member's value by arbitrary JSON.
-    ReplaceValue { pick: prop::sample::Index, nested: bool, value: Value },
+    ReplaceValue {
+        pick: prop::sample::Index,
+        nested: bool,
+        value: Value,
+    },
 }
 
 fn arb_mutation() -> impl Strategy<Value = Mutation> {
@@ -348,12 +365,20 @@ fn arb_mutation() -> impl Strategy<Value = Mutation> {
 }
 
 /// The object a structural mutation edits: the top level, or (nested) its first object member.
-fn target_object(root: &mut Value, pick: &prop::sample::Index, nested: bool) -> Option<&mut Map<String, Value>> {
+fn target_object<'a>(
+    root: &'a mut Value,
+    pick: &prop::sample::Index,
+    nested: bool,
+) -> Option<&'a mut Map<String, Value>> {
     let top = root.as_object_mut()?;
     if !nested {
         return Some(top);
     }
-    let objects: Vec<String> = top.iter().filter(|(_, v)| v.is_object()).map(|(k, _)| k.clone()).collect();
+    let objects: Vec<String> = top
+        .iter()
+        .filter(|(_, v)| v.is_object())
+        .map(|(k, _)| k.clone())
+        .collect();
     if objects.is_empty() {
         return None;
     }
@@ -427,10 +452,14 @@ where
     }
     match from_body {
         Ok(value) => {
-            let header = value.to_header().map_err(|e| TestCaseError::fail(format!("re-encode: {e}")))?;
+            let header = value
+                .to_header()
+                .map_err(|e| TestCaseError::fail(format!("re-encode: {e}")))?;
             let again = M::from_header(&header).map_err(|e| TestCaseError::fail(format!("re-decode: {e}")))?;
             prop_assert_eq!(&again, &value);
-            let body = value.to_json_vec().map_err(|e| TestCaseError::fail(format!("re-encode: {e}")))?;
+            let body = value
+                .to_json_vec()
+                .map_err(|e| TestCaseError::fail(format!("re-encode: {e}")))?;
             let again = M::from_json_slice(&body).map_err(|e| TestCaseError::fail(format!("re-decode: {e}")))?;
             prop_assert_eq!(&again, &value);
         }
@@ -459,11 +488,7 @@ where
     let json = value.to_json_vec().map_err(|e| TestCaseError::fail(e.to_string()))?;
     let header = value.to_header().map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert_eq!(&header, &b64(&json), "headers are padded standard base64 of the JSON");
-    let candidates = [
-        header.clone(),
-        b64_unpadded(&json),
-        format!("  {header}\t\r\n"),
-    ];
+    let candidates = [header.clone(), b64_unpadded(&json), format!("  {header}\t\r\n")];
     for text in &candidates {
         match M::from_header(text) {
             Ok(decoded) => prop_assert_eq!(&decoded, value),
@@ -731,9 +756,10 @@ proptest! {
 
 /// What a generated requirement looks like to the model.
 fn wallet() -> WalletSupport {
-    WalletSupport::new()
-        .with(Network::BaseSepolia, BASE_SEPOLIA_USDC)
-        .with(Network::Base, alloy_primitives::address!("833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"))
+    WalletSupport::new().with(Network::BaseSepolia, BASE_SEPOLIA_USDC).with(
+        Network::Base,
+        alloy_primitives::address!("833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"),
+    )
 }
 
 /// Requirements that are often payable by [`wallet`]: known assets, sometimes malformed.
@@ -850,7 +876,14 @@ fn signed_v2() -> (PaymentPayloadV2, PaymentRequirementsV2) {
     let signer = LocalKeySigner::from_bytes(&[0x22; 32]).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let payload = runtime
-        .block_on(build_payment_v2(&requirement, None, None, &signer, NOW, B256::repeat_byte(7)))
+        .block_on(build_payment_v2(
+            &requirement,
+            None,
+            None,
+            &signer,
+            NOW,
+            B256::repeat_byte(7),
+        ))
         .unwrap();
     (payload, requirement)
 }
@@ -873,7 +906,9 @@ enum Tamper {
 fn arb_tamper() -> impl Strategy<Value = Tamper> {
     prop_oneof![
         (any::<prop::sample::Index>(), 1..=255u8).prop_map(|(at, xor)| Tamper::SignatureByte { at, xor }),
-        (0usize..130).prop_filter("not 65", |l| *l != 65).prop_map(|len| Tamper::SignatureLength { len }),
+        (0usize..130)
+            .prop_filter("not 65", |l| *l != 65)
+            .prop_map(|len| Tamper::SignatureLength { len }),
         arb_address().prop_map(Tamper::From),
         arb_address().prop_map(Tamper::To),
         any::<u128>().prop_map(Tamper::Value),
