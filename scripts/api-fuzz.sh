@@ -97,7 +97,6 @@ set +e
   --max-examples "$examples" \
   --seed "$seed" \
   --generation-deterministic \
-  --generation-database none \
   --exclude-path /v1/cluster/learners \
   --exclude-path /v1/cluster/membership \
   --workers 1 \
