@@ -90,7 +90,9 @@ checks=not_a_server_error,status_code_conformance,content_type_conformance
 checks+=,response_headers_conformance,response_schema_conformance,negative_data_rejection
 fuzz_started=$(date +%s)
 set +e
-"$st" run "$api/v1/openapi.json" \
+# Run from the temporary directory: schemathesis keeps a cache (.schemathesis/)
+# in the working directory.
+(cd "$work" && "$st" run "$api/v1/openapi.json" \
   --header "Authorization: Bearer $admin_token" \
   --checks "$checks" \
   --phases examples,coverage,fuzzing,stateful \
@@ -103,7 +105,7 @@ set +e
   --request-timeout 10 \
   --no-color \
   --report junit --report-junit-path "$work/junit.xml" \
-  >"$work/schemathesis.log" 2>&1
+  >"$work/schemathesis.log" 2>&1)
 rc=$?
 set -e
 fuzz_elapsed=$(($(date +%s) - fuzz_started))
