@@ -5,12 +5,14 @@
 #
 #   scripts/setup.sh          # to build: clang and libclang (RocksDB's bindgen)
 #   scripts/setup.sh --test   # and what the tests use: iptables (fault
-#                             # injection), prometheus and promtool, chromium
+#                             # injection), prometheus and promtool, chromium,
+#                             # python3-venv and curl (API fuzzing: schemathesis
+#                             # goes into a virtualenv, scripts/api-fuzz.sh)
 set -euo pipefail
 
 packages=(clang libclang-dev)
 if [ "${1:-}" = "--test" ]; then
-  packages+=(iptables prometheus chromium)
+  packages+=(iptables prometheus chromium python3 python3-venv curl)
 fi
 
 missing=()

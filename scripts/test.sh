@@ -23,6 +23,9 @@ cargo build --locked --workspace --all-targets
 step "unit, property, storage, cluster and gateway tests"
 cargo test --locked --workspace
 
+step "API fuzzing: schemathesis against a live node's OpenAPI document"
+scripts/api-fuzz.sh
+
 if [ -x cluster/test-monitoring.sh ]; then
   step "monitoring: Prometheus, alert rules, dashboard, console"
   cluster/test-monitoring.sh

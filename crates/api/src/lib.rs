@@ -243,7 +243,11 @@ pub struct AuthorizeRequest {
     /// Hold lifetime; default 300, at most 3600.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_seconds: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object_only::optional"
+    )]
     pub context: Option<DecisionContext>,
 }
 
@@ -314,7 +318,11 @@ pub struct CaptureRequest {
     pub amount_atomic: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object_only::optional"
+    )]
     pub receipt: Option<ReceiptFields>,
 }
 
@@ -538,7 +546,11 @@ pub struct BatchAuthorizeItem {
     pub idempotency_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold_seconds: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "object_only::optional"
+    )]
     pub context: Option<DecisionContext>,
 }
 
@@ -559,4 +571,45 @@ pub enum BatchItemResult {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchAuthorizeResponse {
     pub results: Vec<BatchItemResult>,
+}
+
+/// Request fields that hold an object take a JSON object or null, never an
+/// array: serde would otherwise read a struct from an array by position
+/// (`"context": ["t", "c"]`), which the OpenAPI document does not allow.
+mod object_only {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::value::MapAccessDeserializer;
+    use serde::de::{Deserialize, Deserializer, MapAccess, Visitor};
+
+    pub fn optional<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
+        struct ObjectOrNull<T>(PhantomData<T>);
+
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectOrNull<T> {
+            type Value = Option<T>;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object or null")
+            }
+
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+
+            fn visit_some<D2: Deserializer<'de>>(self, inner: D2) -> Result<Self::Value, D2::Error> {
+                inner.deserialize_map(self)
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map)).map(Some)
+            }
+        }
+
+        deserializer.deserialize_option(ObjectOrNull(PhantomData))
+    }
 }
