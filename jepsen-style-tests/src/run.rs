@@ -16,7 +16,7 @@ use crate::client::Api;
 use crate::compose::{free_ports, Compose, ComposeTool, TeardownGuard};
 use crate::history::History;
 use crate::nemesis::{run_schedule, schedule, Nemesis};
-use crate::report::{counts, fault_summary, latency_chart, unknown_summary, write_summary, Summary};
+use crate::report::{approval_share, counts, fault_summary, latency_chart, unknown_summary, write_summary, Summary};
 use crate::workload::{
     final_read, resolve_unknowns, run_clients, settle_expiry, setup, wait_for_cluster, wall_ms, Ctx, Recorder,
     WorkloadConfig,
@@ -264,6 +264,7 @@ pub fn finish(
         clients: config.clients,
         duration_seconds: (duration * 10.0).round() / 10.0,
         operations: counts(history),
+        approvals: approval_share(history),
         unknown: unknown_summary(history),
         faults: fault_summary(history),
         checkers: report,

@@ -138,6 +138,8 @@ const TEAM_SESSIONS: usize = 16;
 const FRESH_SESSIONS_PER_SECOND: u64 = 8;
 /// Fresh seed sessions the factory keeps ready ahead of the seed bursts.
 const FRESH_SEED_LEAD: u64 = 40;
+/// Seed bursts whose session is remembered (the latest ones).
+const SEED_BURSTS_REMEMBERED_MAX: usize = 4096;
 /// Fresh sessions made in one run, at most (per kind).
 const FRESH_SESSIONS_MAX: u64 = 20_000;
 /// How often the raiser raises the team and org caps, and by how much.
@@ -326,6 +328,8 @@ pub struct Ctx {
     fresh_seed: Mutex<Vec<String>>,
     fresh_holds: Mutex<Vec<String>>,
     fresh_teams: Mutex<Vec<String>>,
+    /// Seed bursts and their session; how many fresh ones were handed out.
+    seed_assigned: Mutex<(BTreeMap<u64, String>, usize)>,
     next_churn: AtomicU64,
 }
 
@@ -349,21 +353,44 @@ impl Ctx {
             fresh_seed: Mutex::new(Vec::new()),
             fresh_holds: Mutex::new(Vec::new()),
             fresh_teams: Mutex::new(Vec::new()),
+            seed_assigned: Mutex::new((BTreeMap::new(), 0)),
             next_churn: AtomicU64::new(0),
         }
     }
 
-    /// The session of seed burst `burst`: the setup's first, then fresh ones
-    /// while the factory keeps up, else the setup's again (exhausted).
+    /// The session of seed burst `burst`: the setup's first, then the next
+    /// unused fresh one (decided by the burst's first ticket, so the whole
+    /// burst shares it), else one of the setup's again (exhausted).
     fn seed_session(&self, burst: u64) -> String {
         let sessions = self.config.seed_sessions.max(1) as u64;
-        if burst >= sessions {
-            let fresh = self.fresh_seed.lock().map(|f| f.get((burst - sessions) as usize).cloned());
-            if let Ok(Some(id)) = fresh {
-                return id;
-            }
+        if burst < sessions {
+            return format!("seed-{burst}");
         }
-        format!("seed-{}", burst % sessions)
+        let fallback = format!("seed-{}", burst % sessions);
+        let Ok(mut a) = self.seed_assigned.lock() else { return fallback };
+        if let Some(id) = a.0.get(&burst) {
+            return id.clone();
+        }
+        let next = a.1;
+        let fresh = self.fresh_seed.lock().ok().and_then(|f| f.get(next).cloned());
+        let id = match fresh {
+            Some(id) => {
+                a.1 += 1;
+                id
+            }
+            None => fallback,
+        };
+        a.0.insert(burst, id.clone());
+        // Bursts far behind are done.
+        while a.0.len() > SEED_BURSTS_REMEMBERED_MAX {
+            a.0.pop_first();
+        }
+        id
+    }
+
+    /// Fresh seed sessions handed to bursts so far.
+    fn fresh_seed_used(&self) -> u64 {
+        self.seed_assigned.lock().map(|a| a.1 as u64).unwrap_or(0)
     }
 
     /// One of the newest `window` sessions: the setup's `prefix-i`, then the
@@ -720,8 +747,19 @@ async fn session_factory(ctx: Arc<Ctx>) {
     let mut process = 3_000_000u64;
     while !ctx.stop() {
         let burst = ctx.seed_ticket.load(Ordering::Relaxed) / SEED_BURST;
-        let wanted = (burst + FRESH_SEED_LEAD).saturating_sub(ctx.config.seed_sessions as u64);
-        let (request, list, kind) = if made_seed < wanted.min(FRESH_SESSIONS_MAX) {
+        // Start when the setup's sessions are nearly used; then stay ahead.
+        let started = burst + FRESH_SEED_LEAD >= ctx.config.seed_sessions as u64;
+        let wanted = if started {
+            ctx.fresh_seed_used() + FRESH_SEED_LEAD
+        } else {
+            0
+        };
+        if tokio::time::Instant::now() > next_steady + Duration::from_secs(1) {
+            // Far behind (a fault stalled creation): no burst to catch up.
+            next_steady = tokio::time::Instant::now();
+        }
+        let ready = ctx.fresh_seed.lock().map(|l| l.len() as u64).unwrap_or(0);
+        let (request, list, kind) = if ready < wanted && made_seed < FRESH_SESSIONS_MAX {
             made_seed += 1;
             let id = format!("seedx-{}", made_seed - 1);
             (fresh_session(&id, SEED_CAP, None), &ctx.fresh_seed, Workload::Seed)

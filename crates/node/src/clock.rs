@@ -17,9 +17,12 @@
 //! - its start: `max(wall clock at start, log time loaded from disk)` at the
 //!   start instant (a cluster restarted after an outage resumes at the wall
 //!   clock, without waiting);
-//! - log time it saw advance while it was a follower (entries another leader
-//!   stamped), so a node whose clock was behind at start can still move time
-//!   once it leads.
+//! - the latest advance of log time it saw while it was a follower (entries
+//!   another leader stamped), so a node whose clock was behind at start can
+//!   still move time once it leads. The latest, not the highest: a log time
+//!   an earlier leader pushed ahead (by up to the allowance) stops counting
+//!   as soon as log time advances again at real speed, so allowances do not
+//!   add up from term to term.
 //!
 //! Consequences: a wall clock that jumps ahead after the process started
 //! moves log time by at most the real elapsed time plus the allowance,
@@ -47,8 +50,8 @@ pub struct ClockPolicy {
     skew_max_ms: u64,
     /// The start line's value at monotonic 0.
     start_line_ms: i128,
-    /// The highest line seen from log time advancing while a follower, as
-    /// its value at monotonic 0.
+    /// The line of the latest advance of log time seen while a follower,
+    /// as its value at monotonic 0.
     observed_line_ms: Option<i128>,
     /// Log time last seen, so only advances count as observations.
     last_seen_log_ms: u64,
@@ -87,8 +90,7 @@ impl ClockPolicy {
         if log_ms <= self.own_stamp_max_ms {
             return;
         }
-        let line = i128::from(log_ms) - i128::from(mono_ms);
-        self.observed_line_ms = Some(self.observed_line_ms.map_or(line, |l| l.max(line)));
+        self.observed_line_ms = Some(i128::from(log_ms) - i128::from(mono_ms));
     }
 
     /// The latest log time this process can vouch for at `mono_ms`, before
@@ -181,7 +183,7 @@ mod tests {
     }
 
     #[test]
-    fn log_time_seen_as_a_follower_raises_the_line_but_its_own_repeats_do_not() {
+    fn log_time_seen_as_a_follower_raises_a_line_that_started_behind() {
         // Started with the clock 10 min behind; the cluster's log time is
         // right and advances while this node follows.
         let behind = 600_000;
@@ -190,11 +192,31 @@ mod tests {
         assert_eq!(p.line_ms(1_000), T0 + 1_000);
         // Its clock is fixed and it leads: it may move time with real time.
         assert_eq!(p.stamp(T0 + 5_000, 5_000).time_ms, T0 + 5_000);
-        // A late observation of an old value (e.g. after a pause) does not
-        // lower the line, and seeing the same log time again changes nothing.
-        p.observe(T0 + 1_500, 20_000);
-        p.observe(T0 + 1_500, 30_000);
+        // Seeing the same log time again later changes nothing.
+        p.observe(T0 + 1_000, 30_000);
         assert_eq!(p.line_ms(30_000), T0 + 30_000);
+    }
+
+    #[test]
+    fn a_late_observation_never_lowers_the_line_below_the_start() {
+        // Paused for 20 s, then it applies the backlog: old log times late.
+        let mut p = ClockPolicy::new(SKEW, T0, T0);
+        p.observe(T0 + 500, 20_000);
+        assert_eq!(p.line_ms(20_000), T0 + 20_000);
+    }
+
+    #[test]
+    fn allowances_pushed_by_earlier_leaders_do_not_add_up() {
+        // Another leader (clock ahead) pushed log time 2 s ahead of real.
+        let mut p = ClockPolicy::new(SKEW, T0, T0);
+        p.observe(T0 + 1_000 + SKEW, 1_000);
+        assert_eq!(p.ceiling_ms(1_000), T0 + 1_000 + 2 * SKEW);
+        // Then log time advanced at real speed again (a leader with a right
+        // clock): the pushed line no longer counts.
+        p.observe(T0 + 10_000, 10_000);
+        assert_eq!(p.ceiling_ms(10_000), T0 + 10_000 + SKEW);
+        // This node's clock jumps now and it leads: only one allowance.
+        assert_eq!(p.stamp(T0 + YEAR_MS, 12_000).time_ms, T0 + 12_000 + SKEW);
     }
 
     #[test]
