@@ -329,9 +329,20 @@ impl Api {
                     ..UpdateBudgetRequest::default()
                 };
                 let b: BudgetView = self
-                    .call(node, reqwest::Method::PATCH, &format!("/v1/budgets/{budget}"), Some(&body), None)
+                    .call(
+                        node,
+                        reqwest::Method::PATCH,
+                        &format!("/v1/budgets/{budget}"),
+                        Some(&body),
+                        None,
+                    )
                     .await?;
-                Ok((Response::BudgetUpdated { cap: amount_of(&b.cap)? }, None))
+                Ok((
+                    Response::BudgetUpdated {
+                        cap: amount_of(&b.cap)?,
+                    },
+                    None,
+                ))
             }
         }
     }

@@ -200,9 +200,15 @@ pub enum Response {
         token: Option<String>,
     },
     /// The session is revoked as of entry `index`.
-    Revoked { index: u64 },
-    TokenRotated { token: String },
-    BudgetUpdated { cap: u64 },
+    Revoked {
+        index: u64,
+    },
+    TokenRotated {
+        token: String,
+    },
+    BudgetUpdated {
+        cap: u64,
+    },
 }
 
 impl Response {

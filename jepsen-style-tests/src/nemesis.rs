@@ -166,9 +166,9 @@ pub fn schedule(name: &str, run_seconds: f64, rng: &mut StdRng) -> anyhow::Resul
         // wrong clock is outside what the bound covers (docs/ARCHITECTURE.md).
         "clock" => vec![
             step(&[ClockAheadLeader], 7.0, 3.0),
-            step(&[ClockAheadFollowers, KillLeader], 7.0, 4.0),
+            step(&[ClockAheadFollowers, KillLeader], 7.0, 3.0),
             step(&[ClockBehindLeader], 5.0, 3.0),
-            step(&[ClockAheadLeader, IsolateLeader], 6.0, 4.0),
+            step(&[ClockAheadLeader, IsolateLeader], 6.0, 3.0),
             step(&[ClockSkewFollowers], 4.0, 1.0),
         ],
         "random" => {
@@ -404,7 +404,11 @@ impl Nemesis {
             Fault::ClockAheadLeader | Fault::ClockBehindLeader => {
                 let (l, how) = self.leader_or_random(touched).await;
                 touched.push(l);
-                let offset = if fault == Fault::ClockAheadLeader { DAY_MS } else { -HOUR_MS };
+                let offset = if fault == Fault::ClockAheadLeader {
+                    DAY_MS
+                } else {
+                    -HOUR_MS
+                };
                 self.set_clock(l, offset).await?;
                 format!("{} clock {offset:+} ms{how}", name(l))
             }

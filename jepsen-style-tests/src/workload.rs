@@ -367,7 +367,9 @@ impl Ctx {
             return format!("seed-{burst}");
         }
         let fallback = format!("seed-{}", burst % sessions);
-        let Ok(mut a) = self.seed_assigned.lock() else { return fallback };
+        let Ok(mut a) = self.seed_assigned.lock() else {
+            return fallback;
+        };
         if let Some(id) = a.0.get(&burst) {
             return id.clone();
         }
@@ -684,7 +686,12 @@ impl Client {
         }
         // Not retried: a second rotation would be another change.
         let out = self
-            .exec(Workload::Churn, Request::RotateToken { session: session.clone() })
+            .exec(
+                Workload::Churn,
+                Request::RotateToken {
+                    session: session.clone(),
+                },
+            )
             .await;
         let Some(Response::TokenRotated { token: second }) = ok(&out) else {
             return;
@@ -696,7 +703,12 @@ impl Client {
         self.exec_retrying(Workload::Churn, self.churn_authorize(&session, 5 * DOLLAR, &second))
             .await;
         let out = self
-            .exec_retrying(Workload::Churn, Request::Revoke { session: session.clone() })
+            .exec_retrying(
+                Workload::Churn,
+                Request::Revoke {
+                    session: session.clone(),
+                },
+            )
             .await;
         if ok(&out).is_some() {
             // Denied `session_revoked` (or refused): never approved.
@@ -768,7 +780,11 @@ async fn session_factory(ctx: Arc<Ctx>) {
             if made_holds <= made_teams {
                 made_holds += 1;
                 let id = format!("holdx-{}", made_holds - 1);
-                (fresh_session(&id, 100 * DOLLAR, None), &ctx.fresh_holds, Workload::Holds)
+                (
+                    fresh_session(&id, 100 * DOLLAR, None),
+                    &ctx.fresh_holds,
+                    Workload::Holds,
+                )
             } else {
                 made_teams += 1;
                 let id = format!("teamx-{}", made_teams - 1);

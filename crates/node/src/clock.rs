@@ -150,7 +150,13 @@ mod tests {
         let p = ClockPolicy::new(SKEW, T0, T0 - 5_000);
         for elapsed in [0, 1, 999, 60_000, 3_600_000] {
             let s = p.stamp(T0 + elapsed, elapsed);
-            assert_eq!(s, Stamp { time_ms: T0 + elapsed, clamped_by_ms: 0 });
+            assert_eq!(
+                s,
+                Stamp {
+                    time_ms: T0 + elapsed,
+                    clamped_by_ms: 0
+                }
+            );
         }
         // A wall clock ahead by less than the allowance is used as is too.
         assert_eq!(p.stamp(T0 + 10_000 + SKEW, 10_000).time_ms, T0 + 10_000 + SKEW);
@@ -256,6 +262,12 @@ mod tests {
         let p = ClockPolicy::new(u64::MAX, u64::MAX, u64::MAX);
         assert_eq!(p.ceiling_ms(u64::MAX), u64::MAX);
         let q = ClockPolicy::new(0, 0, 0);
-        assert_eq!(q.stamp(u64::MAX, 0), Stamp { time_ms: 0, clamped_by_ms: u64::MAX });
+        assert_eq!(
+            q.stamp(u64::MAX, 0),
+            Stamp {
+                time_ms: 0,
+                clamped_by_ms: u64::MAX
+            }
+        );
     }
 }

@@ -93,8 +93,10 @@ pub fn check_early_expiry(history: &History, final_state: Option<&FinalState>, o
             }
         }
         // 3. Holds.
-        if let (Request::Capture { authorization, .. } | Request::Void { authorization, .. }, Some("authorization_expired")) =
-            (&op.request, op.fail_code())
+        if let (
+            Request::Capture { authorization, .. } | Request::Void { authorization, .. },
+            Some("authorization_expired"),
+        ) = (&op.request, op.fail_code())
         {
             if let Some(e) = hold_expiry.get(authorization.as_str()) {
                 if op.complete_wall_ms.saturating_add(slack) < *e {
@@ -160,16 +162,21 @@ pub fn check_superseded_tokens(history: &History) -> Verdict {
     }
     let mut checked = 0usize;
     for op in &history.ops {
-        let (Request::Authorize {
-            session,
-            token: Some(token),
-            ..
-        }, Some(_)) = (&op.request, op.ok())
+        let (
+            Request::Authorize {
+                session,
+                token: Some(token),
+                ..
+            },
+            Some(_),
+        ) = (&op.request, op.ok())
         else {
             continue;
         };
         checked += 1;
-        let Some(list) = issued.get(session.as_str()) else { continue };
+        let Some(list) = issued.get(session.as_str()) else {
+            continue;
+        };
         if let Some((_, superseded)) = list.iter().find(|(t, _)| t == token) {
             if *superseded < op.invoke_ns {
                 v.violation(format!(

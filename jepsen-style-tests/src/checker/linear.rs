@@ -691,12 +691,6 @@ pub fn check_linearizable(history: &History, final_state: Option<&FinalState>, o
             });
             next_read += 1;
         }
-        // Revocations in earlier entries (a revoked session's own operations
-        // are sequential, so none shares the revocation's entry).
-        while next_revocation < revocations.len() && revocations[next_revocation].0 < index {
-            model.revoke(revocations[next_revocation].1);
-            next_revocation += 1;
-        }
         let (lo, hi) = bounds.at(index);
         // Floating approvals whose log time is surely before this entry.
         commit_floats(&mut model, &mut floats, &mut v, |f| f.time.is_some_and(|t| t < lo));
@@ -720,6 +714,14 @@ pub fn check_linearizable(history: &History, final_state: Option<&FinalState>, o
             );
         }
         model.advance(lo);
+        // Revocations in earlier entries (a revoked session's own operations
+        // are sequential, so none shares the revocation's entry), after the
+        // reads before this entry were checked (the workload reads no
+        // session it revokes).
+        while next_revocation < revocations.len() && revocations[next_revocation].0 < index {
+            model.revoke(revocations[next_revocation].1);
+            next_revocation += 1;
+        }
         let mut a = i;
         while a < j {
             let mut b = a;

@@ -888,7 +888,11 @@ fn log_time_ahead_of_real_time_beyond_the_slack_is_an_early_expiry() {
     // The server states its log time: within the slack it passes.
     k.h.ops[0].log_time_ms = Some(T0 + 20 + 200);
     let r = check(&k, &k.final_state());
-    assert!(verdict(&r, "no-early-expiry").valid, "{:?}", verdict(&r, "no-early-expiry").violations);
+    assert!(
+        verdict(&r, "no-early-expiry").valid,
+        "{:?}",
+        verdict(&r, "no-early-expiry").violations
+    );
     // A day ahead (a leader's clock that jumped, stamped unbounded).
     k.h.ops[2].log_time_ms = Some(T0 + 86_400_000);
     let r = check(&k, &k.final_state());
@@ -907,11 +911,21 @@ fn log_time_ahead_of_real_time_beyond_the_slack_is_an_early_expiry() {
 #[test]
 fn a_session_denied_as_expired_before_its_expiry_is_invalid() {
     let mut k = valid_seed();
-    k.op(5, auth("s1", "k9", D, 600), 50, 60, denied("session_expired", None, None, Pos::new(7, 0)));
+    k.op(
+        5,
+        auth("s1", "k9", D, 600),
+        50,
+        60,
+        denied("session_expired", None, None, Pos::new(7, 0)),
+    );
     let r = check(&k, &k.final_state());
     let v = verdict(&r, "no-early-expiry");
     assert!(!v.valid);
-    assert!(v.violations.iter().any(|x| x.contains("denied as expired")), "{:?}", v.violations);
+    assert!(
+        v.violations.iter().any(|x| x.contains("denied as expired")),
+        "{:?}",
+        v.violations
+    );
 }
 
 #[test]
@@ -1011,7 +1025,11 @@ fn a_token_accepted_after_its_rotation_is_invalid() {
     let r = check(&accepted, &accepted.final_state());
     let v = verdict(&r, "superseded-tokens");
     assert!(!v.valid);
-    assert!(v.violations[0].contains("after a rotation replaced it"), "{:?}", v.violations);
+    assert!(
+        v.violations[0].contains("after a rotation replaced it"),
+        "{:?}",
+        v.violations
+    );
 }
 
 #[test]
@@ -1032,7 +1050,11 @@ fn a_revoked_session_is_denied_and_an_approval_after_revocation_is_invalid() {
     };
     let k = revoked(denied("session_revoked", None, None, Pos::new(8, 0)));
     let r = check(&k, &k.final_state());
-    assert!(verdict(&r, "linearizable").valid, "{:?}", verdict(&r, "linearizable").violations);
+    assert!(
+        verdict(&r, "linearizable").valid,
+        "{:?}",
+        verdict(&r, "linearizable").violations
+    );
     let mut k = revoked(denied("session_revoked", None, None, Pos::new(8, 0)));
     // The same request approved instead.
     k.h.ops.pop();
@@ -1040,7 +1062,11 @@ fn a_revoked_session_is_denied_and_an_approval_after_revocation_is_invalid() {
     let r = check(&k, &k.final_state());
     let v = verdict(&r, "linearizable");
     assert!(!v.valid);
-    assert!(v.violations.iter().any(|x| x.contains("session_revoked")), "{:?}", v.violations);
+    assert!(
+        v.violations.iter().any(|x| x.contains("session_revoked")),
+        "{:?}",
+        v.violations
+    );
 }
 
 /// A $20 team budget over a $100 session: $15 approved, the budget raised
