@@ -17,11 +17,11 @@ use crate::config::NodeConfig;
 use crate::http::{self, AppInner, AppState};
 use crate::peer::{Network, PeerIdentity};
 use crate::proposer::{now_ms, Proposer, ProposerConfig};
-
-/// How often a node that sees log time far ahead of its own clock says so.
-const CLOCK_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 use crate::reads::ReadBarrier;
 use crate::tokens::{load_admin_token, AdminToken};
+
+/// How often a follower whose clock and log time disagree says so, at most.
+const CLOCK_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How often the leader checks whether a hold or key is due to expire.
 const EXPIRY_TICK: Duration = Duration::from_millis(200);

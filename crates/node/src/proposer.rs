@@ -87,7 +87,7 @@ struct Pending {
 }
 
 /// This node's wall clock, Unix milliseconds. The leader stamps entries with
-/// it as far as the clock policy allows ([`Router::stamp`]). Apply never
+/// it as far as the clock policy allows ([`Router::stamp_now`]). Apply never
 /// reads a clock; the ledger keeps time monotonic even if this one jumps
 /// back.
 pub fn now_ms() -> u64 {
@@ -146,6 +146,8 @@ impl Proposer {
             clock_start: Instant::now(),
             clamping: std::sync::atomic::AtomicBool::new(false),
         });
+        metrics::counter!(api::metrics::CLOCK_CLAMPED_TOTAL).increment(0);
+        metrics::gauge!(api::metrics::CLOCK_WALL_AHEAD_SECONDS).set(0.0);
         tokio::spawn(batch_loop(rx, router.clone()));
         Proposer { tx, router }
     }
