@@ -950,6 +950,12 @@ pub async fn resolve_unknowns(api: &Api, recorder: &Recorder, deadline: Instant)
             continue;
         }
         tried += 1;
+        // With the admin token: a session token may have been rotated since,
+        // and a 401 would resolve nothing.
+        let mut request = op.request.clone();
+        if let Request::Authorize { token, .. } = &mut request {
+            *token = None;
+        }
         let mut attempt = 0u64;
         loop {
             let node = ((i as u64 + attempt) % 3) as u8 + 1;
@@ -960,7 +966,7 @@ pub async fn resolve_unknowns(api: &Api, recorder: &Recorder, deadline: Instant)
                     node,
                     op.workload,
                     Phase::Resolve,
-                    op.request.clone(),
+                    request.clone(),
                 )
                 .await;
             let done = match &out {
