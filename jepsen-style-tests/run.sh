@@ -9,13 +9,18 @@
 #    (target/x86_64-unknown-linux-gnu/debug/spendcap; run `cargo build -p
 #    spendcap` first);
 # 3. runs the nemesis schedules, each against a fresh three-node cluster,
-#    and fails when any run is invalid;
-# 4. runs the fault build (feature `fault-injection`, SPENDCAP_FAULT=local-decide)
-#    and fails unless the suite calls it invalid.
+#    and fails when any run is invalid; the `clock` schedule moves the nodes'
+#    wall clocks, which needs the fault build (feature `fault-injection`) with
+#    SPENDCAP_FAULT=clock (only the clock hook on), checked with a clock slack
+#    of the allowed skew (2 s) + 250 ms;
+# 4. runs the fault build with SPENDCAP_FAULT=local-decide and with
+#    SPENDCAP_FAULT=clock-unbounded (the leader's stamps unbounded, under the
+#    clock schedule) and fails unless the suite calls each invalid.
 #
 # Environment (all optional):
-#   JEPSEN_SCHEDULES       default "partitions crashes mixed" (also: random, none)
-#   JEPSEN_SECONDS         workload seconds per schedule, default 60
+#   JEPSEN_SCHEDULES       default "partitions crashes mixed clock" (also: random, none)
+#   JEPSEN_SECONDS         workload seconds per schedule, default 60 (the clock
+#                          schedule: JEPSEN_CLOCK_SECONDS, default 40)
 #   JEPSEN_CLIENTS         concurrent clients, default 20 (10-50)
 #   JEPSEN_RESULTS         results folder, default jepsen-style-tests/results
 #   JEPSEN_SEED            default 1
@@ -29,15 +34,18 @@ set -euo pipefail
 for arg in "$@"; do
   case "$arg" in
     --ci) ;;
-    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -e/p' "$0" | grep '^#'; exit 0 ;;
     *) echo "unknown option: $arg (see --help)" >&2; exit 2 ;;
   esac
 done
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
-schedules="${JEPSEN_SCHEDULES:-partitions crashes mixed}"
+schedules="${JEPSEN_SCHEDULES:-partitions crashes mixed clock}"
 seconds="${JEPSEN_SECONDS:-60}"
+clock_seconds="${JEPSEN_CLOCK_SECONDS:-40}"
+# The allowed clock skew of the nodes (their default) + the usual 250 ms.
+clock_slack_ms=2250
 clients="${JEPSEN_CLIENTS:-20}"
 results="${JEPSEN_RESULTS:-$repo/jepsen-style-tests/results}"
 seed="${JEPSEN_SEED:-1}"
@@ -67,12 +75,10 @@ run() {
   fi
 }
 
-for schedule in $schedules; do
-  echo "== schedule $schedule ($seconds s)"
-  run --image spendcap:test --schedule "$schedule" --seconds "$seconds"
-done
-
-if [ "${JEPSEN_SKIP_FAULT:-0}" != 1 ]; then
+need_fault=0
+case " $schedules " in *" clock "*) need_fault=1 ;; esac
+[ "${JEPSEN_SKIP_FAULT:-0}" != 1 ] && need_fault=1
+if [ "$need_fault" = 1 ]; then
   fault_bin="${SPENDCAP_FAULT_BINARY:-}"
   if [ -z "$fault_bin" ]; then
     echo "== building the fault-injection binary"
@@ -85,9 +91,26 @@ if [ "${JEPSEN_SKIP_FAULT:-0}" != 1 ]; then
     fault_bin="$keep/spendcap-fault"
   fi
   cluster/build-image.sh --binary "$fault_bin" --tag spendcap:fault
+fi
+
+for schedule in $schedules; do
+  if [ "$schedule" = clock ]; then
+    echo "== schedule clock ($clock_seconds s, fault build with SPENDCAP_FAULT=clock)"
+    run --image spendcap:fault --schedule clock --seconds "$clock_seconds" \
+      --node-env SPENDCAP_FAULT=clock --clock-slack-ms "$clock_slack_ms"
+  else
+    echo "== schedule $schedule ($seconds s)"
+    run --image spendcap:test --schedule "$schedule" --seconds "$seconds"
+  fi
+done
+
+if [ "${JEPSEN_SKIP_FAULT:-0}" != 1 ]; then
   echo "== fault build (SPENDCAP_FAULT=local-decide): must be found invalid"
   run --image spendcap:fault --schedule none --seconds 30 \
     --node-env SPENDCAP_FAULT=local-decide --expect-invalid
+  echo "== fault build (SPENDCAP_FAULT=clock-unbounded): must be found invalid"
+  run --image spendcap:fault --schedule clock --seconds 15 --seed-sessions 100 \
+    --node-env SPENDCAP_FAULT=clock-unbounded --clock-slack-ms "$clock_slack_ms" --expect-invalid
 fi
 
 echo "results: $results"

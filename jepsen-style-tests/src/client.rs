@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use api::{
-    AuthorizationView, AuthorizeRequest, BudgetView, CaptureRequest, CaptureResponse, ClusterStatus, Decision,
-    DigestView, ErrorBody, SessionView, VoidRequest, VoidResponse,
+    AuthorizationView, AuthorizeRequest, BudgetView, CaptureRequest, CaptureResponse, ClusterStatus,
+    CreateSessionRequest, CreateSessionResponse, Decision, DigestView, ErrorBody, SessionView, TokenResponse,
+    UpdateBudgetRequest, VoidRequest, VoidResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -122,10 +123,20 @@ impl Api {
         body: Option<&(impl Serialize + ?Sized)>,
         timeout: Option<Duration>,
     ) -> Result<T, CallError> {
-        let mut req = self
-            .http
-            .request(method, self.url(node, path))
-            .bearer_auth(&self.admin_token);
+        self.call_as(node, method, path, body, timeout, &self.admin_token).await
+    }
+
+    /// [`Api::call`] with another bearer token (a session's).
+    async fn call_as<T: DeserializeOwned>(
+        &self,
+        node: u8,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+        timeout: Option<Duration>,
+        bearer: &str,
+    ) -> Result<T, CallError> {
+        let mut req = self.http.request(method, self.url(node, path)).bearer_auth(bearer);
         if let Some(b) = body {
             req = req.json(b);
         }
@@ -197,6 +208,7 @@ impl Api {
                 amount,
                 key,
                 hold_seconds,
+                token,
             } => {
                 let body = AuthorizeRequest {
                     amount: Some(format_amount(*amount)),
@@ -206,8 +218,10 @@ impl Api {
                     hold_seconds: Some(*hold_seconds),
                     context: None,
                 };
+                let path = format!("/v1/sessions/{session}/authorizations");
+                let bearer = token.as_deref().unwrap_or(&self.admin_token);
                 let d: Decision = self
-                    .post(node, &format!("/v1/sessions/{session}/authorizations"), &body, None)
+                    .call_as(node, reqwest::Method::POST, &path, Some(&body), None, bearer)
                     .await?;
                 Ok((decision(&d)?, Some(d.position.log_time_ms)))
             }
@@ -268,6 +282,64 @@ impl Api {
                         available: amount_of(&s.available)?,
                         status: s.status,
                         read_index: s.read_index,
+                    },
+                    None,
+                ))
+            }
+            Request::CreateSession {
+                session,
+                cap,
+                budget,
+                expires_in_seconds,
+            } => {
+                let body = CreateSessionRequest {
+                    id: Some(session.clone()),
+                    cap: format_amount(*cap),
+                    expires_in_seconds: Some(*expires_in_seconds),
+                    agent_id: format!("jepsen-{session}"),
+                    budget: budget.clone(),
+                    ..CreateSessionRequest::default()
+                };
+                let r: CreateSessionResponse = self.post(node, "/v1/sessions", &body, None).await?;
+                Ok((
+                    Response::SessionCreated {
+                        expires_at_ms: r.session.expires_at_ms,
+                        index: r.session.read_index,
+                        existed: r.existed,
+                        token: r.session_token,
+                    },
+                    None,
+                ))
+            }
+            Request::Revoke { session } => {
+                let r: SessionView = self
+                    .post(node, &format!("/v1/sessions/{session}/revoke"), &(), None)
+                    .await?;
+                Ok((Response::Revoked { index: r.read_index }, None))
+            }
+            Request::RotateToken { session } => {
+                let r: TokenResponse = self
+                    .post(node, &format!("/v1/sessions/{session}/token"), &(), None)
+                    .await?;
+                Ok((Response::TokenRotated { token: r.session_token }, None))
+            }
+            Request::RaiseBudget { budget, cap, .. } => {
+                let body = UpdateBudgetRequest {
+                    cap: Some(format_amount(*cap)),
+                    ..UpdateBudgetRequest::default()
+                };
+                let b: BudgetView = self
+                    .call(
+                        node,
+                        reqwest::Method::PATCH,
+                        &format!("/v1/budgets/{budget}"),
+                        Some(&body),
+                        None,
+                    )
+                    .await?;
+                Ok((
+                    Response::BudgetUpdated {
+                        cap: amount_of(&b.cap)?,
                     },
                     None,
                 ))

@@ -61,6 +61,9 @@ pub enum Workload {
     Holds,
     /// Sessions drawing on shared team budgets.
     Hierarchy,
+    /// Changes while the others run: fresh sessions (used with their own
+    /// token, which is rotated, then revoked) and budget cap raises.
+    Churn,
 }
 
 /// What a client asked.
@@ -73,6 +76,9 @@ pub enum Request {
         amount: u64,
         key: String,
         hold_seconds: u64,
+        /// The session's own bearer token; `None`: the admin token.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<String>,
     },
     Capture {
         authorization: String,
@@ -88,6 +94,23 @@ pub enum Request {
     },
     /// A linearizable read of a session (`GET /v1/sessions/{id}`).
     Read { session: String },
+    /// `POST /v1/sessions` with an explicit id (a retry is idempotent), no
+    /// tool caps.
+    CreateSession {
+        session: String,
+        cap: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        budget: Option<String>,
+        expires_in_seconds: u64,
+    },
+    /// `POST /v1/sessions/{id}/revoke`.
+    Revoke { session: String },
+    /// `POST /v1/sessions/{id}/token`: a new session token; the old one
+    /// stops working.
+    RotateToken { session: String },
+    /// `PATCH /v1/budgets/{id}` raising the cap from `from` (what the one
+    /// raiser set last) to `cap`.
+    RaiseBudget { budget: String, from: u64, cap: u64 },
 }
 
 impl Request {
@@ -96,7 +119,13 @@ impl Request {
             Request::Authorize { session, .. }
             | Request::Capture { session, .. }
             | Request::Void { session, .. }
-            | Request::Read { session } => session,
+            | Request::Read { session }
+            | Request::CreateSession { session, .. }
+            | Request::Revoke { session }
+            | Request::RotateToken { session } => session,
+            // The budget stands where a session would: the checkers look
+            // up what shares it.
+            Request::RaiseBudget { budget, .. } => budget,
         }
     }
 
@@ -106,6 +135,10 @@ impl Request {
             Request::Capture { .. } => "capture",
             Request::Void { .. } => "void",
             Request::Read { .. } => "read",
+            Request::CreateSession { .. } => "create_session",
+            Request::Revoke { .. } => "revoke",
+            Request::RotateToken { .. } => "rotate_token",
+            Request::RaiseBudget { .. } => "raise_budget",
         }
     }
 
@@ -117,7 +150,7 @@ impl Request {
             Request::Capture { authorization, key, .. } | Request::Void { authorization, key, .. } => {
                 Some((authorization, key))
             }
-            Request::Read { .. } => None,
+            _ => None,
         }
     }
 }
@@ -158,6 +191,24 @@ pub enum Response {
         status: String,
         read_index: u64,
     },
+    SessionCreated {
+        expires_at_ms: u64,
+        /// The entry that created it (or, when it existed, the read index).
+        index: u64,
+        existed: bool,
+        /// The session's bearer token (absent when it existed).
+        token: Option<String>,
+    },
+    /// The session is revoked as of entry `index`.
+    Revoked {
+        index: u64,
+    },
+    TokenRotated {
+        token: String,
+    },
+    BudgetUpdated {
+        cap: u64,
+    },
 }
 
 impl Response {
@@ -166,7 +217,20 @@ impl Response {
         match self {
             Response::Decision { pos, .. } | Response::Captured { pos, .. } | Response::Voided { pos, .. } => *pos,
             Response::Read { read_index, .. } => Pos::read_at(*read_index),
+            Response::SessionCreated { index, .. } | Response::Revoked { index } => Pos::read_at(*index),
+            Response::TokenRotated { .. } | Response::BudgetUpdated { .. } => Pos::new(0, 0),
         }
+    }
+
+    /// An answer to a change of a session or budget.
+    pub fn is_admin(&self) -> bool {
+        matches!(
+            self,
+            Response::SessionCreated { .. }
+                | Response::Revoked { .. }
+                | Response::TokenRotated { .. }
+                | Response::BudgetUpdated { .. }
+        )
     }
 
     pub fn replayed(&self) -> bool {
@@ -174,7 +238,7 @@ impl Response {
             Response::Decision { replayed, .. }
             | Response::Captured { replayed, .. }
             | Response::Voided { replayed, .. } => *replayed,
-            Response::Read { .. } => false,
+            _ => false,
         }
     }
 

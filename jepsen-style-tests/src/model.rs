@@ -59,6 +59,7 @@ struct MSession {
     tools: BTreeMap<String, Usage>,
     budget: Option<String>,
     expires_at_ms: u64,
+    revoked: bool,
 }
 
 /// The state of a hold in the model.
@@ -116,6 +117,9 @@ pub enum Expected {
     Replay(Response),
     /// A refusal (an error answer), e.g. `already_captured`.
     Refused(&'static str),
+    /// A change of a session or budget: any answer of its kind (its effect
+    /// is applied by [`Model::apply`] or, for revocations, [`Model::revoke`]).
+    Accept,
     Read {
         spent: u64,
         held: u64,
@@ -162,6 +166,7 @@ impl Model {
                     tools: s.tool_caps.iter().map(|(t, c)| (t.clone(), Usage::new(*c))).collect(),
                     budget: s.budget.clone(),
                     expires_at_ms: s.expires_at_ms,
+                    revoked: false,
                 },
             );
         }
@@ -270,6 +275,13 @@ impl Model {
                 if let Some(first) = self.keys.get(&(session.clone(), key.clone())) {
                     return Expected::Replay(first.clone());
                 }
+                if s.revoked {
+                    return Expected::Denied {
+                        reason: "session_revoked",
+                        budget_id: None,
+                        remaining: None,
+                    };
+                }
                 if t >= s.expires_at_ms {
                     return Expected::Denied {
                         reason: "session_expired",
@@ -361,10 +373,27 @@ impl Model {
                         held: s.usage.held,
                         remaining: s.usage.remaining(),
                         available,
-                        status: if t >= s.expires_at_ms { "expired" } else { "active" },
+                        status: if s.revoked {
+                            "revoked"
+                        } else if t >= s.expires_at_ms {
+                            "expired"
+                        } else {
+                            "active"
+                        },
                     }
                 }
             },
+            Request::CreateSession { .. }
+            | Request::Revoke { .. }
+            | Request::RotateToken { .. }
+            | Request::RaiseBudget { .. } => Expected::Accept,
+        }
+    }
+
+    /// The session is revoked from here on (its holds stay as they are).
+    pub fn revoke(&mut self, session: &str) {
+        if let Some(s) = self.sessions.get_mut(session) {
+            s.revoked = true;
         }
     }
 
@@ -508,6 +537,18 @@ impl Model {
                 Ok(())
             }
             (Request::Read { .. }, Response::Read { .. }) => Ok(()),
+            (Request::RaiseBudget { budget, cap, .. }, Response::BudgetUpdated { .. }) => {
+                // Raises only: applied late (a float), an older raise must
+                // not lower a newer one.
+                let Some(b) = self.budgets.get_mut(budget) else {
+                    return Err(format!("raise of unknown budget {budget}"));
+                };
+                b.usage.cap = b.usage.cap.max(*cap);
+                Ok(())
+            }
+            (Request::CreateSession { .. }, Response::SessionCreated { .. })
+            | (Request::Revoke { .. }, Response::Revoked { .. })
+            | (Request::RotateToken { .. }, Response::TokenRotated { .. }) => Ok(()),
             (req, resp) => Err(format!("{} answered with {resp:?}", req.name())),
         }
     }
@@ -626,7 +667,7 @@ fn normalized(r: &Response) -> Response {
         Response::Decision { pos, .. } | Response::Captured { pos, .. } | Response::Voided { pos, .. } => {
             *pos = Pos::new(0, 0)
         }
-        Response::Read { .. } => {}
+        _ => {}
     }
     r
 }
@@ -636,7 +677,7 @@ fn set_replayed(r: &mut Response, value: bool) {
         Response::Decision { replayed, .. }
         | Response::Captured { replayed, .. }
         | Response::Voided { replayed, .. } => *replayed = value,
-        Response::Read { .. } => {}
+        _ => {}
     }
 }
 
@@ -750,6 +791,7 @@ pub fn matches(expected: &Expected, actual: &Response) -> Result<(), String> {
             }
             Ok(())
         }
+        (Expected::Accept, actual) if actual.is_admin() => Ok(()),
         (expected, actual) => Err(format!("answered {actual:?}, model expects {expected:?}")),
     }
 }
@@ -781,6 +823,7 @@ mod tests {
             amount,
             key: key.into(),
             hold_seconds: seconds,
+            token: None,
         }
     }
 

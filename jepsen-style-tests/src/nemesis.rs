@@ -1,8 +1,11 @@
 //! Faults: partitions made with iptables inside each container's network
 //! namespace (entered from the host with nsenter, so the image needs no
 //! iptables), `docker kill` + start, `docker pause`/unpause, leader-targeted
-//! versions of these, and a full-cluster restart; alone or combined, on a
-//! schedule.
+//! versions of these, a full-cluster restart, and clock skew (the nodes'
+//! wall clocks moved by hours or a day; containers share the host's kernel
+//! clock, so this needs the fault build's clock hook, `SPENDCAP_FAULT=clock`,
+//! which reads an offset from a file in the node's data dir that the nemesis
+//! writes with `docker cp`); alone or combined, on a schedule.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +20,10 @@ use tokio::sync::watch;
 
 use crate::client::Api;
 use crate::compose::{docker, inspect, run_async, Compose, SERVICES};
+
+/// The fault build's clock offset file in a node's data dir (see
+/// crates/node/src/fault.rs).
+const CLOCK_OFFSET_FILE: &str = "fault-clock-offset-ms";
 use crate::history::NemesisInterval;
 use crate::workload::Recorder;
 
@@ -40,6 +47,15 @@ pub enum Fault {
     PauseLeader,
     /// Every node killed, then started again.
     RestartAll,
+    /// The leader's wall clock jumps a day ahead.
+    ClockAheadLeader,
+    /// The leader's wall clock jumps an hour back.
+    ClockBehindLeader,
+    /// The followers' wall clocks jump a day ahead (one of them is likely to
+    /// lead next).
+    ClockAheadFollowers,
+    /// One follower an hour ahead, the other an hour behind.
+    ClockSkewFollowers,
 }
 
 impl Fault {
@@ -55,7 +71,19 @@ impl Fault {
             Fault::Pause => "pause",
             Fault::PauseLeader => "pause-leader",
             Fault::RestartAll => "restart-all",
+            Fault::ClockAheadLeader => "clock-ahead-leader",
+            Fault::ClockBehindLeader => "clock-behind-leader",
+            Fault::ClockAheadFollowers => "clock-ahead-followers",
+            Fault::ClockSkewFollowers => "clock-skew-followers",
         }
+    }
+
+    /// Needs the fault build's clock hook.
+    pub fn is_clock(self) -> bool {
+        matches!(
+            self,
+            Fault::ClockAheadLeader | Fault::ClockBehindLeader | Fault::ClockAheadFollowers | Fault::ClockSkewFollowers
+        )
     }
 
     pub fn is_partition(self) -> bool {
@@ -100,7 +128,11 @@ fn step(faults: &[Fault], hold_seconds: f64, quiet_seconds: f64) -> Step {
 }
 
 /// Schedule names for `--schedule`.
-pub const SCHEDULES: [&str; 5] = ["partitions", "crashes", "mixed", "random", "none"];
+pub const SCHEDULES: [&str; 6] = ["partitions", "crashes", "mixed", "clock", "random", "none"];
+
+/// How far the clock faults move a wall clock.
+const DAY_MS: i64 = 24 * 3600 * 1000;
+const HOUR_MS: i64 = 3600 * 1000;
 
 /// The named schedules; each runs about a minute. `random` draws steps
 /// (one or two faults each) until `run_seconds` is used, for soaks.
@@ -127,6 +159,17 @@ pub fn schedule(name: &str, run_seconds: f64, rng: &mut StdRng) -> anyhow::Resul
             step(&[Bridge, Kill], 6.0, 5.0),
             step(&[IsolateLeader, Pause], 6.0, 5.0),
             step(&[RestartAll], 2.0, 8.0),
+        ],
+        // About 45 s; needs the fault image with SPENDCAP_FAULT=clock (or
+        // clock-unbounded, which it must find invalid). A clock is never
+        // skewed across a restart of its node: a process that starts with a
+        // wrong clock is outside what the bound covers (docs/ARCHITECTURE.md).
+        "clock" => vec![
+            step(&[ClockAheadLeader], 7.0, 3.0),
+            step(&[ClockAheadFollowers, KillLeader], 7.0, 3.0),
+            step(&[ClockBehindLeader], 5.0, 3.0),
+            step(&[ClockAheadLeader, IsolateLeader], 6.0, 3.0),
+            step(&[ClockSkewFollowers], 4.0, 1.0),
         ],
         "random" => {
             let mut out = Vec::new();
@@ -159,10 +202,14 @@ pub struct Nemesis {
     api: Api,
     containers: [String; 3],
     rng: StdRng,
+    /// Where clock offset files are written before `docker cp`.
+    scratch: std::path::PathBuf,
+    /// Whether any clock was moved (healing then puts every clock back).
+    clock_touched: bool,
 }
 
 impl Nemesis {
-    pub fn new(compose: &Compose, api: Api, seed: u64) -> anyhow::Result<Nemesis> {
+    pub fn new(compose: &Compose, api: Api, seed: u64, scratch: &std::path::Path) -> anyhow::Result<Nemesis> {
         let containers = [
             compose.container(SERVICES[0])?,
             compose.container(SERVICES[1])?,
@@ -172,7 +219,25 @@ impl Nemesis {
             api,
             containers,
             rng: StdRng::seed_from_u64(seed ^ 0x6e656d65),
+            scratch: scratch.to_path_buf(),
+            clock_touched: false,
         })
+    }
+
+    /// Sets node `x`'s wall clock offset (the fault build's clock hook reads
+    /// it within 50 ms). Works on stopped containers too.
+    async fn set_clock(&mut self, x: usize, offset_ms: i64) -> anyhow::Result<()> {
+        self.clock_touched = true;
+        let file = self.scratch.join(format!("clock-offset-{}", SERVICES[x]));
+        std::fs::write(&file, format!("{offset_ms}\n")).with_context(|| format!("writing {}", file.display()))?;
+        let dest = format!("{}:/data/{CLOCK_OFFSET_FILE}", self.containers[x]);
+        let src = file.to_string_lossy().into_owned();
+        run_async(
+            docker(&["cp", &src, &dest]),
+            format!("docker cp clock offset to {}", SERVICES[x]),
+        )
+        .await?;
+        Ok(())
     }
 
     /// The leader most nodes name, as an index 0..3.
@@ -336,12 +401,45 @@ impl Nemesis {
                 }
                 "kill node1 node2 node3, start them again".to_string()
             }
+            Fault::ClockAheadLeader | Fault::ClockBehindLeader => {
+                let (l, how) = self.leader_or_random(touched).await;
+                touched.push(l);
+                let offset = if fault == Fault::ClockAheadLeader {
+                    DAY_MS
+                } else {
+                    -HOUR_MS
+                };
+                self.set_clock(l, offset).await?;
+                format!("{} clock {offset:+} ms{how}", name(l))
+            }
+            Fault::ClockAheadFollowers | Fault::ClockSkewFollowers => {
+                let leader = self.leader().await;
+                let followers: Vec<usize> = (0..3).filter(|i| Some(*i) != leader).take(2).collect();
+                let mut out = Vec::new();
+                for (k, f) in followers.iter().enumerate() {
+                    let offset = match (fault, k) {
+                        (Fault::ClockAheadFollowers, _) => DAY_MS,
+                        (_, 0) => HOUR_MS,
+                        _ => -HOUR_MS,
+                    };
+                    self.set_clock(*f, offset).await?;
+                    touched.push(*f);
+                    out.push(format!("{} clock {offset:+} ms", name(*f)));
+                }
+                out.join(", ")
+            }
         })
     }
 
-    /// Undoes everything: unpause, start what is stopped, flush the
-    /// partition rules.
-    pub async fn heal(&self) -> anyhow::Result<()> {
+    /// Undoes everything: every clock back (before a stopped node starts
+    /// again, so it never starts with a skewed clock), unpause, start what is
+    /// stopped, flush the partition rules.
+    pub async fn heal(&mut self) -> anyhow::Result<()> {
+        if self.clock_touched {
+            for i in 0..3 {
+                self.set_clock(i, 0).await?;
+            }
+        }
         for (i, c) in self.containers.iter().enumerate() {
             let s = inspect(c).await?;
             if s.paused {
@@ -470,6 +568,12 @@ mod tests {
             let steps = schedule(name, 60.0, &mut rng).expect("known schedule");
             let total: f64 = steps.iter().map(|s| s.hold_seconds + s.quiet_seconds).sum();
             assert!(total <= 75.0, "{name} takes {total} s");
+            // Only the clock schedule needs the fault build's clock hook.
+            let clock = steps.iter().any(|s| s.faults.iter().any(|f| f.is_clock()));
+            assert_eq!(clock, name == "clock", "{name}");
+            if name == "clock" {
+                assert!(total + 3.0 <= 45.0, "the clock schedule takes {total} s");
+            }
         }
         let soak = schedule("random", 600.0, &mut rng).expect("random");
         assert!(soak.len() <= 150 && !soak.is_empty());

@@ -27,6 +27,51 @@ pub struct UnknownSummary {
     pub reads_unknown: usize,
 }
 
+/// How many authorization decisions (workload phase) were approvals, over
+/// the run and in its two halves: a steady share means the run exercised
+/// approvals throughout, not only denials of exhausted sessions.
+#[derive(Debug, Serialize)]
+pub struct ApprovalShare {
+    pub decisions: u64,
+    pub approved: u64,
+    pub percent: f64,
+    pub first_half_percent: f64,
+    pub second_half_percent: f64,
+}
+
+pub fn approval_share(history: &History) -> ApprovalShare {
+    let decisions: Vec<(u64, bool)> = history
+        .ops
+        .iter()
+        .filter(|o| o.phase == Phase::Workload)
+        .filter_map(|o| match o.ok() {
+            Some(crate::history::Response::Decision { approved, .. }) => Some((o.invoke_ns, *approved)),
+            _ => None,
+        })
+        .collect();
+    let end = decisions.iter().map(|d| d.0).max().unwrap_or(0);
+    let pct = |it: &mut dyn Iterator<Item = &(u64, bool)>| {
+        let (mut n, mut a) = (0u64, 0u64);
+        for (_, ok) in it {
+            n += 1;
+            a += u64::from(*ok);
+        }
+        if n == 0 {
+            0.0
+        } else {
+            (a as f64 * 1000.0 / n as f64).round() / 10.0
+        }
+    };
+    let approved = decisions.iter().filter(|d| d.1).count() as u64;
+    ApprovalShare {
+        decisions: decisions.len() as u64,
+        approved,
+        percent: pct(&mut decisions.iter()),
+        first_half_percent: pct(&mut decisions.iter().filter(|d| d.0 <= end / 2)),
+        second_half_percent: pct(&mut decisions.iter().filter(|d| d.0 > end / 2)),
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct Summary {
     pub valid: bool,
@@ -41,6 +86,7 @@ pub struct Summary {
     pub clients: usize,
     pub duration_seconds: f64,
     pub operations: BTreeMap<String, BTreeMap<String, u64>>,
+    pub approvals: ApprovalShare,
     pub unknown: UnknownSummary,
     pub faults: Vec<FaultSummary>,
     pub checkers: CheckReport,
@@ -146,6 +192,11 @@ pub fn write_summary(dir: &Path, summary: &Summary) -> anyhow::Result<String> {
                 .join(", ")
         ));
     }
+    let a = &summary.approvals;
+    t.push_str(&format!(
+        "approvals: {} of {} decisions ({}%; first half {}%, second half {}%)\n",
+        a.approved, a.decisions, a.percent, a.first_half_percent, a.second_half_percent
+    ));
     let u = &summary.unknown;
     t.push_str(&format!(
         "unknown writes: {} ({} resolved by a retry during the run, {} re-sent after healing, {} of those had taken effect); unknown reads: {}\n",

@@ -16,7 +16,7 @@ use crate::client::Api;
 use crate::compose::{free_ports, Compose, ComposeTool, TeardownGuard};
 use crate::history::History;
 use crate::nemesis::{run_schedule, schedule, Nemesis};
-use crate::report::{counts, fault_summary, latency_chart, unknown_summary, write_summary, Summary};
+use crate::report::{approval_share, counts, fault_summary, latency_chart, unknown_summary, write_summary, Summary};
 use crate::workload::{
     final_read, resolve_unknowns, run_clients, settle_expiry, setup, wait_for_cluster, wall_ms, Ctx, Recorder,
     WorkloadConfig,
@@ -83,6 +83,16 @@ pub async fn run(config: RunConfig, cancel: watch::Receiver<bool>) -> anyhow::Re
     let tool = ComposeTool::detect()?;
     let steps = schedule(&config.schedule, config.run_seconds, &mut rng)?;
     check_host_tools(steps.iter().any(|s| s.faults.iter().any(|f| f.is_partition())))?;
+    let clock_hook = config
+        .node_env
+        .iter()
+        .any(|l| l.starts_with("SPENDCAP_FAULT=") && l.contains("clock"));
+    if steps.iter().any(|s| s.faults.iter().any(|f| f.is_clock())) && !clock_hook {
+        bail!(
+            "schedule {} moves clocks: it needs the fault-injection image and --node-env SPENDCAP_FAULT=clock",
+            config.schedule
+        );
+    }
 
     let tag = hex(&mut rng, 4);
     let project = format!("spendcapjepsen{}{}", std::process::id(), tag);
@@ -152,7 +162,7 @@ pub async fn run(config: RunConfig, cancel: watch::Receiver<bool>) -> anyhow::Re
 
     let recorder = Arc::new(Recorder::new());
     setup.start_wall_ms = recorder.start_wall_ms;
-    let mut nemesis = Nemesis::new(&compose, api.clone(), config.seed)?;
+    let mut nemesis = Nemesis::new(&compose, api.clone(), config.seed, &dir)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(config.run_seconds);
     let ctx = Arc::new(Ctx::new(
         api.clone(),
@@ -161,7 +171,7 @@ pub async fn run(config: RunConfig, cancel: watch::Receiver<bool>) -> anyhow::Re
         deadline,
         cancel.clone(),
     ));
-    let clients = tokio::spawn(run_clients(ctx));
+    let clients = tokio::spawn(run_clients(ctx, setup.budgets.clone()));
     let nemesis_result = run_schedule(&mut nemesis, &steps, recorder.clone(), deadline, cancel.clone()).await;
     // The clients stop at the deadline by themselves; bound the wait anyway.
     let wait = Duration::from_secs_f64(config.run_seconds) + Duration::from_secs(60);
@@ -254,6 +264,7 @@ pub fn finish(
         clients: config.clients,
         duration_seconds: (duration * 10.0).round() / 10.0,
         operations: counts(history),
+        approvals: approval_share(history),
         unknown: unknown_summary(history),
         faults: fault_summary(history),
         checkers: report,

@@ -6,7 +6,13 @@
 //!     spread over the nodes; (b) holds: authorize, then capture, partial
 //!     capture, void or let expire, with idempotent retries; (c) hierarchy:
 //!     sessions drawing on two team budgets under one org budget with a
-//!     per-tool cap; (d) linearizable reads of what is left.
+//!     per-tool cap; (d) linearizable reads of what is left; (e) churn, while
+//!     the rest runs: a session factory creates fresh sessions for (a)-(c)
+//!     (so approvals stay a steady share instead of every session running
+//!     dry), one raiser raises the team and org caps (`PATCH` budget), and
+//!     clients now and then take a private session through its own token,
+//!     a token rotation (the old token must then be refused) and a
+//!     revocation (then denied `session_revoked`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -126,6 +132,25 @@ pub struct WorkloadConfig {
 
 const HOLD_SESSIONS: usize = 16;
 const TEAM_SESSIONS: usize = 16;
+/// Fresh sessions the factory makes per second for the holds and the
+/// hierarchy workloads each (the newest `HOLD_SESSIONS` / `TEAM_SESSIONS`
+/// are in use).
+const FRESH_SESSIONS_PER_SECOND: u64 = 8;
+/// Fresh seed sessions the factory keeps ready ahead of the seed bursts.
+const FRESH_SEED_LEAD: u64 = 40;
+/// Seed bursts whose session is remembered (the latest ones).
+const SEED_BURSTS_REMEMBERED_MAX: usize = 4096;
+/// Fresh sessions made in one run, at most (per kind).
+const FRESH_SESSIONS_MAX: u64 = 20_000;
+/// How often the raiser raises the team and org caps, and by how much.
+const RAISE_INTERVAL: Duration = Duration::from_millis(500);
+const TEAM_RAISE: u64 = 20 * DOLLAR;
+const ORG_RAISE: u64 = 40 * DOLLAR;
+/// Share (percent) of client iterations that run the churn flow.
+const CHURN_PERCENT: u8 = 4;
+/// Lifetime of every session of the run: far past its end, so any
+/// `session_expired` is an early expiry.
+pub const SESSION_LIFETIME_SECONDS: u64 = 7200;
 const SEED_CAP: u64 = 25 * DOLLAR;
 /// Operations per seed session: six authorizations, two reads.
 const SEED_BURST: u64 = 8;
@@ -227,7 +252,7 @@ pub async fn setup(api: &Api, config: &WorkloadConfig, deadline: Instant) -> any
                     cap: crate::history::format_amount(cap),
                     asset: None,
                     decimals: None,
-                    expires_in_seconds: Some(7200),
+                    expires_in_seconds: Some(SESSION_LIFETIME_SECONDS),
                     agent_id: format!("jepsen-{id}"),
                     wallet_address: None,
                     tool_caps: tool_caps
@@ -311,6 +336,13 @@ pub struct Ctx {
     seed_ticket: AtomicU64,
     next_key: AtomicU64,
     stopped: AtomicBool,
+    /// Fresh sessions whose creation was acknowledged, by kind, in order.
+    fresh_seed: Mutex<Vec<String>>,
+    fresh_holds: Mutex<Vec<String>>,
+    fresh_teams: Mutex<Vec<String>>,
+    /// Seed bursts and their session; how many fresh ones were handed out.
+    seed_assigned: Mutex<(BTreeMap<u64, String>, usize)>,
+    next_churn: AtomicU64,
 }
 
 impl Ctx {
@@ -330,6 +362,62 @@ impl Ctx {
             seed_ticket: AtomicU64::new(0),
             next_key: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
+            fresh_seed: Mutex::new(Vec::new()),
+            fresh_holds: Mutex::new(Vec::new()),
+            fresh_teams: Mutex::new(Vec::new()),
+            seed_assigned: Mutex::new((BTreeMap::new(), 0)),
+            next_churn: AtomicU64::new(0),
+        }
+    }
+
+    /// The session of seed burst `burst`: the setup's first, then the next
+    /// unused fresh one (decided by the burst's first ticket, so the whole
+    /// burst shares it), else one of the setup's again (exhausted).
+    fn seed_session(&self, burst: u64) -> String {
+        let sessions = self.config.seed_sessions.max(1) as u64;
+        if burst < sessions {
+            return format!("seed-{burst}");
+        }
+        let fallback = format!("seed-{}", burst % sessions);
+        let Ok(mut a) = self.seed_assigned.lock() else {
+            return fallback;
+        };
+        if let Some(id) = a.0.get(&burst) {
+            return id.clone();
+        }
+        let next = a.1;
+        let fresh = self.fresh_seed.lock().ok().and_then(|f| f.get(next).cloned());
+        let id = match fresh {
+            Some(id) => {
+                a.1 += 1;
+                id
+            }
+            None => fallback,
+        };
+        a.0.insert(burst, id.clone());
+        // Bursts far behind are done.
+        while a.0.len() > SEED_BURSTS_REMEMBERED_MAX {
+            a.0.pop_first();
+        }
+        id
+    }
+
+    /// Fresh seed sessions handed to bursts so far.
+    fn fresh_seed_used(&self) -> u64 {
+        self.seed_assigned.lock().map(|a| a.1 as u64).unwrap_or(0)
+    }
+
+    /// One of the newest `window` sessions: the setup's `prefix-i`, then the
+    /// fresh ones.
+    fn recent_session(&self, fresh: &Mutex<Vec<String>>, prefix: &str, window: usize, rng: &mut StdRng) -> String {
+        let k = rng.random_range(0..window);
+        let made = fresh.lock().map(|f| {
+            let n = f.len();
+            (n > k).then(|| f[n - 1 - k].clone())
+        });
+        match made {
+            Ok(Some(id)) => id,
+            _ => format!("{prefix}-{k}"),
         }
     }
 
@@ -401,8 +489,7 @@ impl Client {
 
     async fn seed_burst_op(&mut self) {
         let ticket = self.ctx.seed_ticket.fetch_add(1, Ordering::Relaxed);
-        let sessions = self.ctx.config.seed_sessions.max(1) as u64;
-        let session = format!("seed-{}", (ticket / SEED_BURST) % sessions);
+        let session = self.ctx.seed_session(ticket / SEED_BURST);
         let slot = ticket % SEED_BURST;
         let request = if slot < 6 {
             Request::Authorize {
@@ -411,6 +498,7 @@ impl Client {
                 amount: if slot == 2 { 5 * DOLLAR } else { 10 * DOLLAR },
                 key: format!("seed{ticket}"),
                 hold_seconds: LONG_HOLD_SECONDS,
+                token: None,
             }
         } else {
             Request::Read { session }
@@ -419,7 +507,9 @@ impl Client {
     }
 
     async fn holds_flow(&mut self) {
-        let session = format!("hold-{}", self.rng.random_range(0..HOLD_SESSIONS));
+        let session = self
+            .ctx
+            .recent_session(&self.ctx.fresh_holds, "hold", HOLD_SESSIONS, &mut self.rng);
         // Quarter dollars from $1 to $20: halves stay exact.
         let amount = self.rng.random_range(4..=80u64) * DOLLAR / 4;
         let hold_seconds = *[1u64, 2, 3, LONG_HOLD_SECONDS].choose(&mut self.rng).unwrap_or(&2);
@@ -429,6 +519,7 @@ impl Client {
             amount,
             key: self.ctx.key("h"),
             hold_seconds,
+            token: None,
         };
         let out = self.exec_retrying(Workload::Holds, authorize.clone()).await;
         let Some((id, expires_at_ms)) = approved(&out) else {
@@ -499,7 +590,9 @@ impl Client {
     }
 
     async fn hierarchy_flow(&mut self) {
-        let session = format!("team-{}", self.rng.random_range(0..TEAM_SESSIONS));
+        let session = self
+            .ctx
+            .recent_session(&self.ctx.fresh_teams, "team", TEAM_SESSIONS, &mut self.rng);
         let tool = *["llm", "search"].choose(&mut self.rng).unwrap_or(&"llm");
         let amount = *[5 * DOLLAR, 10 * DOLLAR].choose(&mut self.rng).unwrap_or(&DOLLAR);
         let authorize = Request::Authorize {
@@ -508,6 +601,7 @@ impl Client {
             amount,
             key: self.ctx.key("t"),
             hold_seconds: LONG_HOLD_SECONDS,
+            token: None,
         };
         let out = self.exec_retrying(Workload::Hierarchy, authorize).await;
         let Some((id, _)) = approved(&out) else { return };
@@ -533,12 +627,16 @@ impl Client {
 
     async fn read_op(&mut self) {
         let session = match self.rng.random_range(0..3u8) {
-            0 => format!("hold-{}", self.rng.random_range(0..HOLD_SESSIONS)),
-            1 => format!("team-{}", self.rng.random_range(0..TEAM_SESSIONS)),
+            0 => self
+                .ctx
+                .recent_session(&self.ctx.fresh_holds, "hold", HOLD_SESSIONS, &mut self.rng),
+            1 => self
+                .ctx
+                .recent_session(&self.ctx.fresh_teams, "team", TEAM_SESSIONS, &mut self.rng),
             _ => {
                 // A seed session that is busy now.
                 let t = self.ctx.seed_ticket.load(Ordering::Relaxed) / SEED_BURST;
-                format!("seed-{}", t % self.ctx.config.seed_sessions.max(1) as u64)
+                self.ctx.seed_session(t)
             }
         };
         let workload = if session.starts_with("hold") {
@@ -551,13 +649,231 @@ impl Client {
         self.exec(workload, Request::Read { session }).await;
     }
 
+    /// A private session through its own token, a rotation and a
+    /// revocation (see the module documentation).
+    async fn churn_flow(&mut self) {
+        let n = self.ctx.next_churn.fetch_add(1, Ordering::Relaxed);
+        if n >= FRESH_SESSIONS_MAX {
+            return;
+        }
+        let session = format!("churn-{n}");
+        let create = Request::CreateSession {
+            session: session.clone(),
+            cap: 30 * DOLLAR,
+            budget: None,
+            expires_in_seconds: SESSION_LIFETIME_SECONDS,
+        };
+        // A retry after a lost answer finds it existing, without its token:
+        // then the session is left alone.
+        let out = self.exec_retrying(Workload::Churn, create).await;
+        let Some(Response::SessionCreated { token: Some(first), .. }) = ok(&out) else {
+            return;
+        };
+        let first = first.clone();
+        let mut holds = Vec::new();
+        for _ in 0..2 {
+            let out = self
+                .exec_retrying(Workload::Churn, self.churn_authorize(&session, 10 * DOLLAR, &first))
+                .await;
+            if let Some((id, _)) = approved(&out) {
+                holds.push(id);
+            }
+        }
+        for (i, id) in holds.into_iter().enumerate() {
+            let resolve = if i == 0 {
+                Request::Capture {
+                    authorization: id,
+                    session: session.clone(),
+                    amount: None,
+                    key: self.ctx.key("c"),
+                }
+            } else {
+                Request::Void {
+                    authorization: id,
+                    session: session.clone(),
+                    key: self.ctx.key("v"),
+                }
+            };
+            self.exec_retrying(Workload::Churn, resolve).await;
+        }
+        // Not retried: a second rotation would be another change.
+        let out = self
+            .exec(
+                Workload::Churn,
+                Request::RotateToken {
+                    session: session.clone(),
+                },
+            )
+            .await;
+        let Some(Response::TokenRotated { token: second }) = ok(&out) else {
+            return;
+        };
+        let second = second.clone();
+        // The old token must be refused now (checker `superseded-tokens`).
+        self.exec(Workload::Churn, self.churn_authorize(&session, 5 * DOLLAR, &first))
+            .await;
+        self.exec_retrying(Workload::Churn, self.churn_authorize(&session, 5 * DOLLAR, &second))
+            .await;
+        let out = self
+            .exec_retrying(
+                Workload::Churn,
+                Request::Revoke {
+                    session: session.clone(),
+                },
+            )
+            .await;
+        if ok(&out).is_some() {
+            // Denied `session_revoked` (or refused): never approved.
+            self.exec_retrying(Workload::Churn, self.churn_authorize(&session, DOLLAR, &second))
+                .await;
+        }
+    }
+
+    fn churn_authorize(&self, session: &str, amount: u64, token: &str) -> Request {
+        Request::Authorize {
+            session: session.into(),
+            tool: "api".into(),
+            amount,
+            key: self.ctx.key("x"),
+            hold_seconds: LONG_HOLD_SECONDS,
+            token: Some(token.into()),
+        }
+    }
+
     async fn run(mut self) {
         while !self.ctx.stop() {
             match self.rng.random_range(0..100u8) {
                 0..40 => self.seed_burst_op().await,
-                40..65 => self.holds_flow().await,
-                65..85 => self.hierarchy_flow().await,
+                40..62 => self.holds_flow().await,
+                62..82 => self.hierarchy_flow().await,
+                x if x < 82 + CHURN_PERCENT => self.churn_flow().await,
                 _ => self.read_op().await,
+            }
+        }
+    }
+}
+
+fn ok(out: &Outcome) -> Option<&Response> {
+    match out {
+        Outcome::Ok { response } => Some(response),
+        _ => None,
+    }
+}
+
+/// Creates fresh sessions while the clients run: seed sessions ahead of
+/// the bursts, holds and team sessions at a steady rate. Process ids from
+/// `3_000_000` on.
+async fn session_factory(ctx: Arc<Ctx>) {
+    let mut rng = StdRng::seed_from_u64(ctx.config.seed ^ 0x66616374);
+    let tick = Duration::from_millis(1000 / FRESH_SESSIONS_PER_SECOND);
+    let mut next_steady = tokio::time::Instant::now();
+    let (mut made_seed, mut made_holds, mut made_teams) = (0u64, 0u64, 0u64);
+    let mut process = 3_000_000u64;
+    while !ctx.stop() {
+        let burst = ctx.seed_ticket.load(Ordering::Relaxed) / SEED_BURST;
+        // Start when the setup's sessions are nearly used; then stay ahead.
+        let started = burst + FRESH_SEED_LEAD >= ctx.config.seed_sessions as u64;
+        let wanted = if started {
+            ctx.fresh_seed_used() + FRESH_SEED_LEAD
+        } else {
+            0
+        };
+        if tokio::time::Instant::now() > next_steady + Duration::from_secs(1) {
+            // Far behind (a fault stalled creation): no burst to catch up.
+            next_steady = tokio::time::Instant::now();
+        }
+        let ready = ctx.fresh_seed.lock().map(|l| l.len() as u64).unwrap_or(0);
+        let (request, list, kind) = if ready < wanted && made_seed < FRESH_SESSIONS_MAX {
+            made_seed += 1;
+            let id = format!("seedx-{}", made_seed - 1);
+            (fresh_session(&id, SEED_CAP, None), &ctx.fresh_seed, Workload::Seed)
+        } else if tokio::time::Instant::now() >= next_steady && made_holds < FRESH_SESSIONS_MAX {
+            next_steady += tick;
+            if made_holds <= made_teams {
+                made_holds += 1;
+                let id = format!("holdx-{}", made_holds - 1);
+                (
+                    fresh_session(&id, 100 * DOLLAR, None),
+                    &ctx.fresh_holds,
+                    Workload::Holds,
+                )
+            } else {
+                made_teams += 1;
+                let id = format!("teamx-{}", made_teams - 1);
+                let team = if made_teams % 2 == 0 { "team:a" } else { "team:b" };
+                (
+                    fresh_session(&id, 60 * DOLLAR, Some(team)),
+                    &ctx.fresh_teams,
+                    Workload::Hierarchy,
+                )
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        let node = rng.random_range(1..=3u8);
+        let mut out = ctx
+            .recorder
+            .run(&ctx.api, process, node, kind, Phase::Workload, request.clone())
+            .await;
+        // A lost answer: the same id again (idempotent), bounded.
+        for attempt in 0..ctx.config.unknown_retries_max {
+            if !matches!(out, Outcome::Info { .. }) || ctx.stop() {
+                break;
+            }
+            process += 1;
+            let node = ((u32::from(node) + attempt) % 3) as u8 + 1;
+            out = ctx
+                .recorder
+                .run(&ctx.api, process, node, kind, Phase::Workload, request.clone())
+                .await;
+        }
+        process += 1;
+        if let (Some(Response::SessionCreated { .. }), Ok(mut l)) = (ok(&out), list.lock()) {
+            l.push(request.session().to_string());
+        }
+    }
+}
+
+fn fresh_session(id: &str, cap: u64, budget: Option<&str>) -> Request {
+    Request::CreateSession {
+        session: id.to_string(),
+        cap,
+        budget: budget.map(str::to_string),
+        expires_in_seconds: SESSION_LIFETIME_SECONDS,
+    }
+}
+
+/// Raises the team and org caps at a steady pace: one raiser, so each
+/// budget's cap only grows (`from` is what it set last). Process ids from
+/// `4_000_000` on.
+async fn budget_raiser(ctx: Arc<Ctx>, budgets: Vec<BudgetSpec>) {
+    let mut caps: BTreeMap<String, u64> = budgets.iter().map(|b| (b.id.clone(), b.cap)).collect();
+    let mut process = 4_000_000u64;
+    let mut round = 0u64;
+    while !ctx.stop() {
+        tokio::time::sleep(RAISE_INTERVAL).await;
+        round += 1;
+        for (id, cap) in caps.iter_mut() {
+            if ctx.stop() {
+                return;
+            }
+            let step = if id.starts_with("org") { ORG_RAISE } else { TEAM_RAISE };
+            let request = Request::RaiseBudget {
+                budget: id.clone(),
+                from: *cap,
+                cap: *cap + step,
+            };
+            let node = (round % 3) as u8 + 1;
+            let out = ctx
+                .recorder
+                .run(&ctx.api, process, node, Workload::Churn, Phase::Workload, request)
+                .await;
+            process += 1;
+            match out {
+                // Raised, or maybe (unknown): the next raise starts above it.
+                Outcome::Ok { .. } | Outcome::Info { .. } => *cap += step,
+                Outcome::Fail { .. } => {}
             }
         }
     }
@@ -578,9 +894,12 @@ fn approved(out: &Outcome) -> Option<(String, u64)> {
     }
 }
 
-/// Runs the clients until the deadline, the operation budget, or a cancel.
-pub async fn run_clients(ctx: Arc<Ctx>) {
+/// Runs the clients (and the session factory and the budget raiser) until
+/// the deadline, the operation budget, or a cancel.
+pub async fn run_clients(ctx: Arc<Ctx>, budgets: Vec<BudgetSpec>) {
     let mut set = tokio::task::JoinSet::new();
+    set.spawn(session_factory(ctx.clone()));
+    set.spawn(budget_raiser(ctx.clone(), budgets));
     for i in 0..ctx.config.clients {
         let client = Client {
             ctx: ctx.clone(),
@@ -643,6 +962,12 @@ pub async fn resolve_unknowns(api: &Api, recorder: &Recorder, deadline: Instant)
             continue;
         }
         tried += 1;
+        // With the admin token: a session token may have been rotated since,
+        // and a 401 would resolve nothing.
+        let mut request = op.request.clone();
+        if let Request::Authorize { token, .. } = &mut request {
+            *token = None;
+        }
         let mut attempt = 0u64;
         loop {
             let node = ((i as u64 + attempt) % 3) as u8 + 1;
@@ -653,7 +978,7 @@ pub async fn resolve_unknowns(api: &Api, recorder: &Recorder, deadline: Instant)
                     node,
                     op.workload,
                     Phase::Resolve,
-                    op.request.clone(),
+                    request.clone(),
                 )
                 .await;
             let done = match &out {
@@ -714,6 +1039,7 @@ pub async fn settle_expiry(api: &Api, recorder: &Recorder, wait_max: Duration) {
                     amount: DOLLAR / 100,
                     key: format!("tick-{attempt}"),
                     hold_seconds: LONG_HOLD_SECONDS,
+                    token: None,
                 },
             )
             .await;

@@ -20,6 +20,15 @@ pub const FORWARDED_REQUESTS_TOTAL: &str = "spendcap_forwarded_requests_total";
 pub const COMMIT_DURATION_SECONDS: &str = "spendcap_commit_duration_seconds";
 pub const BATCH_COMMANDS: &str = "spendcap_batch_commands";
 pub const PROPOSALS_QUEUED: &str = "spendcap_proposals_queued";
+/// Entries whose stamp the leader bounded because its wall clock was ahead
+/// of the real time it can vouch for (docs/ARCHITECTURE.md, "Time").
+pub const CLOCK_CLAMPED_TOTAL: &str = "spendcap_clock_clamped_total";
+/// At the last stamp: how far the leader's wall clock was ahead of the
+/// allowed stamp (0 when not clamped).
+pub const CLOCK_WALL_AHEAD_SECONDS: &str = "spendcap_clock_wall_ahead_seconds";
+/// Every node: log time minus this node's wall clock when it last saw log
+/// time advance (positive: log time ahead of this node's clock).
+pub const CLOCK_LOG_SKEW_SECONDS: &str = "spendcap_clock_log_skew_seconds";
 
 // State machine (every replica)
 pub const HOLD_EXPIRIES_TOTAL: &str = "spendcap_hold_expiries_total";

@@ -64,6 +64,11 @@ pub struct Limits {
     /// Budgets and sessions exported as labelled gauges (top by spend).
     pub metrics_budgets_max: usize,
     pub metrics_sessions_max: usize,
+    /// How far ahead of the real time it can vouch for (its monotonic clock
+    /// since a known log time) a leader may stamp an entry: log time never
+    /// moves faster than real time plus this, whatever the wall clock does
+    /// (`clock.rs`).
+    pub clock_skew_max: Duration,
 }
 
 impl Default for Limits {
@@ -82,6 +87,7 @@ impl Default for Limits {
             route_attempts_max: 20,
             metrics_budgets_max: 50,
             metrics_sessions_max: 50,
+            clock_skew_max: Duration::from_secs(2),
         }
     }
 }

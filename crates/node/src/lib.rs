@@ -9,6 +9,7 @@
 //! - [`http`]: the JSON API (axum).
 //! - [`node`]: startup, bootstrap, shutdown, background tasks.
 
+pub mod clock;
 pub mod config;
 #[cfg(feature = "fault-injection")]
 pub mod fault;

@@ -20,6 +20,9 @@ use crate::proposer::{now_ms, Proposer, ProposerConfig};
 use crate::reads::ReadBarrier;
 use crate::tokens::{load_admin_token, AdminToken};
 
+/// How often a follower whose clock and log time disagree says so, at most.
+const CLOCK_WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
 /// How often the leader checks whether a hold or key is due to expire.
 const EXPIRY_TICK: Duration = Duration::from_millis(200);
 
@@ -79,7 +82,10 @@ impl Node {
         if let Some(g) = &config.gateway_token {
             crate::tokens::check_gateway_token(g, admin_token.value())?;
         }
+        #[cfg(feature = "fault-injection")]
+        crate::fault::init_clock(&config.data_dir);
         let (log_store, sm) = storage::open_raft_storage(&config.data_dir)?;
+        let log_time_at_start_ms = sm.read().ledger.now_ms();
 
         let identity = PeerIdentity {
             cluster: config.cluster.clone(),
@@ -120,6 +126,8 @@ impl Node {
                 batch_linger: limits.batch_linger,
                 batches_in_flight_max: limits.batches_in_flight_max,
                 route_attempts_max: limits.route_attempts_max,
+                clock_skew_max_ms: u64::try_from(limits.clock_skew_max.as_millis()).unwrap_or(u64::MAX),
+                log_time_at_start_ms,
             },
         );
         let reads = ReadBarrier::start(proposer.router().clone(), limits.read_timeout);
@@ -256,20 +264,46 @@ async fn snapshot_ticks(raft: Raft, sm: StateMachineStore, log_bytes_min: u64, m
 }
 
 /// On the leader, proposes an empty entry when a hold or idempotency key is
-/// due, so expiry happens by log time even without traffic.
+/// due, so expiry happens by log time even without traffic. On a follower,
+/// notes log time for the clock policy, and compares it with this node's
+/// clock (metric; a warning when log time runs ahead of it by more than the
+/// allowed skew).
 async fn expiry_ticks(proposer: Proposer, sm: StateMachineStore, node_id: NodeId, mut stop: watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(EXPIRY_TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_log_ms = 0u64;
+    let mut last_warning: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = interval.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         let router = proposer.router();
-        if router.leader().map(|(id, _)| id) != Some(node_id) {
+        let leading = router.leader().map(|(id, _)| id) == Some(node_id);
+        let log_ms = sm.read().ledger.now_ms();
+        if log_ms > last_log_ms {
+            last_log_ms = log_ms;
+            let skew_ms = i128::from(log_ms) - i128::from(now_ms());
+            metrics::gauge!(api::metrics::CLOCK_LOG_SKEW_SECONDS).set(skew_ms as f64 / 1000.0);
+            if !leading {
+                router.observe_log_time(log_ms);
+                let allowed = i128::from(router.clock_skew_max_ms());
+                let quiet = last_warning.is_some_and(|t| t.elapsed() < CLOCK_WARNING_INTERVAL);
+                if skew_ms.abs() > allowed && !quiet {
+                    last_warning = Some(std::time::Instant::now());
+                    tracing::warn!(
+                        skew_ms = skew_ms as i64,
+                        "log time and this node's wall clock disagree by more than the allowed skew; \
+                         one of the clocks is wrong (check NTP)"
+                    );
+                }
+            }
+        }
+        if !leading {
             continue;
         }
-        let due = sm.read().ledger.next_deadline_ms().is_some_and(|d| d <= now_ms());
+        let stamp = router.stamp_now().time_ms;
+        let due = sm.read().ledger.next_deadline_ms().is_some_and(|d| d <= stamp);
         if due {
             if let Err(e) = router.propose_here(Vec::new()).await {
                 tracing::debug!(?e, "expiry tick not proposed");

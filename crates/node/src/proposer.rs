@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use storage::{NodeId, Raft};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::clock::{ClockPolicy, Stamp};
 use crate::peer::{Network, PeerError, PATH_PROPOSE};
 
 /// A command's decision and where it sits in the log.
@@ -85,13 +86,18 @@ struct Pending {
     reply: oneshot::Sender<Result<Decided, ProposeError>>,
 }
 
-/// Unix milliseconds: the leader's stamp on an entry. Apply never reads a
-/// clock; the ledger keeps time monotonic even if this one jumps back.
+/// This node's wall clock, Unix milliseconds. The leader stamps entries with
+/// it as far as the clock policy allows ([`Router::stamp_now`]). Apply never
+/// reads a clock; the ledger keeps time monotonic even if this one jumps
+/// back.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
+    let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+        .unwrap_or(0);
+    #[cfg(feature = "fault-injection")]
+    let wall = wall.saturating_add_signed(crate::fault::clock_offset_ms());
+    wall
 }
 
 #[derive(Clone)]
@@ -102,6 +108,11 @@ pub struct ProposerConfig {
     pub batch_linger: Duration,
     pub batches_in_flight_max: usize,
     pub route_attempts_max: u32,
+    /// How far ahead of the real time this node can vouch for a leader may
+    /// stamp an entry (see `clock.rs`).
+    pub clock_skew_max_ms: u64,
+    /// Log time of the state loaded at start.
+    pub log_time_at_start_ms: u64,
 }
 
 /// The handle request handlers use.
@@ -116,12 +127,27 @@ pub struct Router {
     raft: Raft,
     network: Network,
     config: ProposerConfig,
+    clock: std::sync::Mutex<ClockPolicy>,
+    /// Monotonic zero of the clock policy.
+    clock_start: Instant,
+    /// Whether the last stamp was clamped (to log the change once).
+    clamping: std::sync::atomic::AtomicBool,
 }
 
 impl Proposer {
     pub fn start(raft: Raft, network: Network, config: ProposerConfig) -> Proposer {
         let (tx, rx) = mpsc::channel(config.queue_max);
-        let router = Arc::new(Router { raft, network, config });
+        let clock = ClockPolicy::new(config.clock_skew_max_ms, now_ms(), config.log_time_at_start_ms);
+        let router = Arc::new(Router {
+            raft,
+            network,
+            config,
+            clock: std::sync::Mutex::new(clock),
+            clock_start: Instant::now(),
+            clamping: std::sync::atomic::AtomicBool::new(false),
+        });
+        metrics::counter!(api::metrics::CLOCK_CLAMPED_TOTAL).increment(0);
+        metrics::gauge!(api::metrics::CLOCK_WALL_AHEAD_SECONDS).set(0.0);
         tokio::spawn(batch_loop(rx, router.clone()));
         Proposer { tx, router }
     }
@@ -283,12 +309,70 @@ impl Router {
         self.config.node_id
     }
 
+    pub fn clock_skew_max_ms(&self) -> u64 {
+        self.config.clock_skew_max_ms
+    }
+
+    fn clock_mono_ms(&self) -> u64 {
+        u64::try_from(self.clock_start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// The time an entry proposed now would carry: the wall clock, bounded
+    /// by the clock policy. Reads the clocks, records nothing.
+    pub fn stamp_now(&self) -> Stamp {
+        let wall = now_ms();
+        #[cfg(feature = "fault-injection")]
+        if crate::fault::clock_unbounded() {
+            return Stamp {
+                time_ms: wall,
+                clamped_by_ms: 0,
+            };
+        }
+        let mono = self.clock_mono_ms();
+        self.clock.lock().unwrap_or_else(|e| e.into_inner()).stamp(wall, mono)
+    }
+
+    /// Stamps an entry about to be proposed here, with metrics.
+    fn stamp_entry(&self) -> u64 {
+        let stamp = self.stamp_now();
+        self.clock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stamped(stamp.time_ms);
+        metrics::gauge!(api::metrics::CLOCK_WALL_AHEAD_SECONDS).set(stamp.clamped_by_ms as f64 / 1000.0);
+        let clamped = stamp.clamped_by_ms > 0;
+        if clamped {
+            metrics::counter!(api::metrics::CLOCK_CLAMPED_TOTAL).increment(1);
+        }
+        let was = self.clamping.swap(clamped, std::sync::atomic::Ordering::Relaxed);
+        if clamped && !was {
+            tracing::warn!(
+                ahead_ms = stamp.clamped_by_ms,
+                skew_max_ms = self.config.clock_skew_max_ms,
+                "this leader's wall clock is ahead of real time as it can vouch for it; \
+                 log time is bounded (check NTP)"
+            );
+        } else if was && !clamped {
+            tracing::info!("this leader's wall clock is within the allowed skew again");
+        }
+        stamp.time_ms
+    }
+
+    /// A follower saw log time `log_ms` (the ledger's time now).
+    pub fn observe_log_time(&self, log_ms: u64) {
+        let mono = self.clock_mono_ms();
+        self.clock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(log_ms, mono);
+    }
+
     /// Proposes `commands` as one entry here, if this node is the leader.
     pub async fn propose_here(&self, commands: Vec<Command>) -> Result<Vec<Decided>, LocalError> {
         let count = commands.len();
         let started = Instant::now();
         let entry = ledger::Entry {
-            time_ms: now_ms(),
+            time_ms: self.stamp_entry(),
             commands,
         };
         match self.raft.client_write(entry).await {

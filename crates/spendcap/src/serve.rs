@@ -95,6 +95,11 @@ pub struct ServeArgs {
     /// Sessions exported as labelled gauges (the fullest first).
     #[arg(long, env = "SPENDCAP_METRICS_SESSIONS_MAX", default_value_t = 50)]
     metrics_sessions_max: usize,
+    /// How far ahead of real time (as the node's monotonic clock measures it
+    /// since a known log time) a leader may stamp log time: a wall clock that
+    /// jumps ahead cannot expire holds, sessions or keys early by more.
+    #[arg(long, env = "SPENDCAP_CLOCK_SKEW_MAX_MS", default_value_t = 2000)]
+    clock_skew_max_ms: u64,
 }
 
 fn init_logs(format: LogFormat) {
@@ -121,6 +126,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         batches_in_flight_max: a.batches_in_flight_max,
         metrics_budgets_max: a.metrics_budgets_max,
         metrics_sessions_max: a.metrics_sessions_max,
+        clock_skew_max: Duration::from_millis(a.clock_skew_max_ms),
         ..Limits::default()
     };
     let raft = RaftTuning {

@@ -85,6 +85,7 @@ fn describe(op: &Op) -> String {
         ),
         Request::Void { authorization, .. } => format!("op {} void {authorization}", op.id),
         Request::Read { session } => format!("op {} read {session}", op.id),
+        other => format!("op {} {} {}", op.id, other.name(), other.session()),
     }
 }
 
@@ -320,6 +321,18 @@ pub fn check_linearizable(history: &History, final_state: Option<&FinalState>, o
     let mut v = Verdict::new("linearizable");
     let slack = options.clock_slack_ms;
     let ops = &history.ops;
+    // Budget raises that took or may have taken effect, with the answer
+    // they give the model.
+    let raise_answers: Vec<(&Op, Response)> = ops
+        .iter()
+        .filter_map(|op| match (&op.request, op.ok()) {
+            (Request::RaiseBudget { .. }, Some(r @ Response::BudgetUpdated { .. })) => Some((op, r.clone())),
+            (Request::RaiseBudget { cap, .. }, None) if op.is_info() => {
+                Some((op, Response::BudgetUpdated { cap: *cap }))
+            }
+            _ => None,
+        })
+        .collect();
 
     // The first attempt of every key: a replayed answer took effect after it.
     let mut first_invoke: HashMap<KeyId, (u64, u64, u64)> = HashMap::new();
@@ -371,6 +384,7 @@ pub fn check_linearizable(history: &History, final_state: Option<&FinalState>, o
     }
     let mut writes: Vec<Item> = Vec::new();
     let mut reads: Vec<Item> = Vec::new();
+    let mut revocations: Vec<(u64, &str)> = Vec::new();
     for op in ops {
         let Some(resp) = op.ok() else { continue };
         let (start_ns, start_wall_ms) = if resp.replayed() {
@@ -399,6 +413,14 @@ pub fn check_linearizable(history: &History, final_state: Option<&FinalState>, o
             start_ns,
             start_wall_ms,
         };
+        if resp.is_admin() {
+            // Not in the log order of decisions: revocations are applied at
+            // their entry, raises float (below), the rest change no money.
+            if let (Request::Revoke { session }, Response::Revoked { index }) = (&op.request, resp) {
+                revocations.push((*index, session.as_str()));
+            }
+            continue;
+        }
         if resp.is_read() {
             reads.push(item);
         } else {
@@ -557,12 +579,11 @@ pub fn check_linearizable(history: &History, final_state: Option<&FinalState>, o
         }
         levels.insert(s.id.as_str(), l);
     }
+    // A budget (the "session" of a raise) stands for itself.
     let shares = |a: &str, b: &str| {
-        a == b
-            || match (levels.get(a), levels.get(b)) {
-                (Some(x), Some(y)) => x.iter().any(|l| y.contains(l)),
-                _ => false,
-            }
+        let x = levels.get(a).map(|l| l.as_slice()).unwrap_or(std::slice::from_ref(&a));
+        let y = levels.get(b).map(|l| l.as_slice()).unwrap_or(std::slice::from_ref(&b));
+        a == b || x.iter().any(|l| y.contains(l))
     };
 
     // Writes seen only as replays: the first attempt's outcome was unknown,
@@ -611,6 +632,32 @@ pub fn check_linearizable(history: &History, final_state: Option<&FinalState>, o
             deadline: w.pos,
         });
     }
+    // Budget raises answer with no log position: each floats from its
+    // invocation until the first decision invoked after it was acknowledged
+    // (surely later in the log), or until an answer needs it. A raise whose
+    // outcome is unknown floats to the end.
+    for (op, resp) in &raise_answers {
+        let deadline = match op.ok() {
+            Some(_) => writes
+                .iter()
+                .filter(|w| w.start_ns > op.complete_ns)
+                .map(|w| w.pos)
+                .min()
+                .unwrap_or(Pos::new(u64::MAX, u32::MAX)),
+            None => Pos::new(u64::MAX, u32::MAX),
+        };
+        floats.push(Float {
+            request: &op.request,
+            response: resp,
+            session: op.request.session(),
+            number: None,
+            time: None,
+            earliest: op.invoke_wall_ms.saturating_sub(slack),
+            deadline,
+        });
+    }
+    revocations.sort_unstable();
+    let mut next_revocation = 0usize;
     let floats_total = floats.len();
     let mut shown_by_answers = 0usize;
 
@@ -667,6 +714,14 @@ pub fn check_linearizable(history: &History, final_state: Option<&FinalState>, o
             );
         }
         model.advance(lo);
+        // Revocations in earlier entries (a revoked session's own operations
+        // are sequential, so none shares the revocation's entry), after the
+        // reads before this entry were checked (the workload reads no
+        // session it revokes).
+        while next_revocation < revocations.len() && revocations[next_revocation].0 < index {
+            model.revoke(revocations[next_revocation].1);
+            next_revocation += 1;
+        }
         let mut a = i;
         while a < j {
             let mut b = a;
@@ -879,7 +934,7 @@ fn strip(r: &Response) -> Response {
         Response::Decision { replayed, .. }
         | Response::Captured { replayed, .. }
         | Response::Voided { replayed, .. } => *replayed = false,
-        Response::Read { .. } => {}
+        _ => {}
     }
     r
 }

@@ -11,17 +11,27 @@
 //! 5. `linearizable`: ok operations in log order agree with real time and
 //!    with a sequential model, result by result; unknowns were resolved;
 //!    small sessions are cross-checked with stateright.
+//! 6. `no-early-expiry`: log time never ran ahead of real time by more than
+//!    the slack, and nothing expired before its time (`expiry.rs`).
+//! 7. `superseded-tokens`: no session token was accepted after a rotation
+//!    that replaced it was acknowledged (`expiry.rs`).
+//!
+//! Sessions created during the run (fresh sessions of every workload) join
+//! the setup as the checkers see it: the workload uses a session only after
+//! its creation was acknowledged.
 
 mod cross;
+mod expiry;
 mod linear;
 mod safety;
 
 use serde::Serialize;
 
 use crate::final_state::FinalState;
-use crate::history::History;
+use crate::history::{History, Request, Response, SessionSpec};
 
 pub use cross::cross_check;
+pub use expiry::{check_early_expiry, check_superseded_tokens};
 pub use linear::check_linearizable;
 pub(crate) use linear::Resolution;
 pub use safety::{check_denials, check_lost_acks, check_one_hold_per_key, check_overspend};
@@ -93,6 +103,8 @@ pub struct CheckReport {
 /// Runs every checker. Without a final state (a history whose final read
 /// failed), the checkers that need it say invalid.
 pub fn check_all(history: &History, final_state: Option<&FinalState>, options: CheckOptions) -> CheckReport {
+    let with_fresh = with_fresh_sessions(history);
+    let history = &with_fresh;
     let mut verdicts = vec![
         check_overspend(history, final_state, options),
         check_lost_acks(history, final_state),
@@ -109,10 +121,42 @@ pub fn check_all(history: &History, final_state: Option<&FinalState>, options: C
         linear.stats.insert(format!("stateright_{k}"), v);
     }
     verdicts.push(linear);
+    verdicts.push(check_early_expiry(history, final_state, options));
+    verdicts.push(check_superseded_tokens(history));
     CheckReport {
         valid: verdicts.iter().all(|v| v.valid),
         verdicts,
     }
+}
+
+/// The history with the sessions created during the run added to its setup
+/// (with the cap asked for and the expiry the server answered).
+pub fn with_fresh_sessions(history: &History) -> History {
+    let mut h = history.clone();
+    let known: std::collections::BTreeSet<String> = h.setup.sessions.iter().map(|s| s.id.clone()).collect();
+    let mut added = std::collections::BTreeSet::new();
+    for op in &history.ops {
+        if let (
+            Request::CreateSession {
+                session, cap, budget, ..
+            },
+            Some(Response::SessionCreated { expires_at_ms, .. }),
+        ) = (&op.request, op.ok())
+        {
+            if known.contains(session) || !added.insert(session.clone()) {
+                continue;
+            }
+            h.setup.sessions.push(SessionSpec {
+                id: session.clone(),
+                workload: op.workload,
+                cap: *cap,
+                budget: budget.clone(),
+                tool_caps: Default::default(),
+                expires_at_ms: *expires_at_ms,
+            });
+        }
+    }
+    h
 }
 
 impl CheckReport {

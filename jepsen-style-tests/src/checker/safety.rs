@@ -175,6 +175,22 @@ pub fn check_overspend(history: &History, final_state: Option<&FinalState>, opti
             }
         }
     }
+    // A budget raise counts from its invocation (it may apply any time
+    // after), also when its outcome is unknown: as room given back.
+    for op in &history.ops {
+        if let Request::RaiseBudget { budget, from, cap } = &op.request {
+            if op.fail_code().is_some() {
+                continue;
+            }
+            let Some(b) = history.setup.budgets.iter().find(|b| &b.id == budget) else {
+                continue;
+            };
+            let level = format!("budget {budget}");
+            let entry = sweeps.entry(level).or_insert_with(|| (b.cap, Vec::new()));
+            let raise = i128::from(cap.saturating_sub(*from));
+            entry.1.push((op.invoke_ns, -raise, String::new()));
+        }
+    }
     let mut peak_ratio: f64 = 0.0;
     for (level, (cap, mut events)) in sweeps {
         events.sort_by(|x, y| x.0.cmp(&y.0).then(x.1.cmp(&y.1)));

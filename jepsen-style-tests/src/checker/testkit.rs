@@ -246,6 +246,7 @@ pub fn auth(session: &str, key: &str, amount: u64, hold_seconds: u64) -> Request
         amount,
         key: key.into(),
         hold_seconds,
+        token: None,
     }
 }
 
@@ -863,4 +864,251 @@ fn a_hard_cross_check_ends_inconclusive_not_hung() {
         started.elapsed()
     );
     assert!(r.is_err());
+}
+
+fn denied(reason: &str, budget: Option<&str>, remaining: Option<u64>, pos: Pos) -> Outcome {
+    Outcome::Ok {
+        response: Response::Decision {
+            approved: false,
+            reason: Some(reason.into()),
+            budget_id: budget.map(str::to_string),
+            authorization_id: None,
+            amount: None,
+            remaining,
+            expires_at_ms: None,
+            replayed: false,
+            pos,
+        },
+    }
+}
+
+#[test]
+fn log_time_ahead_of_real_time_beyond_the_slack_is_an_early_expiry() {
+    let mut k = valid_seed();
+    // The server states its log time: within the slack it passes.
+    k.h.ops[0].log_time_ms = Some(T0 + 20 + 200);
+    let r = check(&k, &k.final_state());
+    assert!(
+        verdict(&r, "no-early-expiry").valid,
+        "{:?}",
+        verdict(&r, "no-early-expiry").violations
+    );
+    // A day ahead (a leader's clock that jumped, stamped unbounded).
+    k.h.ops[2].log_time_ms = Some(T0 + 86_400_000);
+    let r = check(&k, &k.final_state());
+    let v = verdict(&r, "no-early-expiry");
+    assert!(!v.valid);
+    assert!(v.violations[0].contains("ahead of the real time"), "{:?}", v.violations);
+    assert!(r.found_safety_violation());
+    // A wider slack (the clock schedule's) still flags a day.
+    let wide = CheckOptions {
+        clock_slack_ms: 2_250,
+        ..CheckOptions::default()
+    };
+    assert!(!verdict(&check_all(&k.h, Some(&k.final_state()), wide), "no-early-expiry").valid);
+}
+
+#[test]
+fn a_session_denied_as_expired_before_its_expiry_is_invalid() {
+    let mut k = valid_seed();
+    k.op(
+        5,
+        auth("s1", "k9", D, 600),
+        50,
+        60,
+        denied("session_expired", None, None, Pos::new(7, 0)),
+    );
+    let r = check(&k, &k.final_state());
+    let v = verdict(&r, "no-early-expiry");
+    assert!(!v.valid);
+    assert!(
+        v.violations.iter().any(|x| x.contains("denied as expired")),
+        "{:?}",
+        v.violations
+    );
+}
+
+#[test]
+fn a_hold_expired_before_its_deadline_is_invalid() {
+    let k = valid_seed();
+    let mut fs = k.final_state();
+    for n in &mut fs.nodes {
+        if let Some(h) = n.holds.get_mut("au_0") {
+            h.status = "expired".into();
+        }
+    }
+    let v = check_early_expiry(&k.h, Some(&fs), CheckOptions::default());
+    assert!(!v.valid);
+    assert!(v.violations[0].contains("expired"), "{:?}", v.violations);
+    // A capture refused as expired long before the deadline too.
+    let mut k = valid_seed();
+    k.op(
+        6,
+        Request::Capture {
+            authorization: "au_0".into(),
+            session: "s1".into(),
+            amount: None,
+            key: "c".into(),
+        },
+        100,
+        110,
+        Outcome::Fail {
+            status: 409,
+            code: "authorization_expired".into(),
+        },
+    );
+    let v = check_early_expiry(&k.h, Some(&k.final_state()), CheckOptions::default());
+    assert!(!v.valid, "{:?}", v.violations);
+}
+
+/// A private session created, used with its token, rotated, then the old
+/// token tried again with `outcome`.
+fn rotated(outcome_of_old_token: Outcome) -> Kit {
+    let mut k = valid_seed();
+    let create = Request::CreateSession {
+        session: "p".into(),
+        cap: 30 * D,
+        budget: None,
+        expires_in_seconds: 7200,
+    };
+    k.op(
+        7,
+        create,
+        50,
+        60,
+        Outcome::Ok {
+            response: Response::SessionCreated {
+                expires_at_ms: T0 + 7_200_055,
+                index: 7,
+                existed: false,
+                token: Some("t1".into()),
+            },
+        },
+    );
+    let with_token = |key: &str, token: &str| {
+        let mut r = auth("p", key, 5 * D, 600);
+        if let Request::Authorize { token: t, .. } = &mut r {
+            *t = Some(token.into());
+        }
+        r
+    };
+    let first = with_token("p0", "t1");
+    let old = with_token("p1", "t1");
+    k.approve(7, "p", "p0", 5 * D, "au_2", Pos::new(8, 0), 25 * D, 70, 80);
+    if let Some(op) = k.h.ops.last_mut() {
+        op.request = first;
+    }
+    k.op(
+        7,
+        Request::RotateToken { session: "p".into() },
+        90,
+        100,
+        Outcome::Ok {
+            response: Response::TokenRotated { token: "t2".into() },
+        },
+    );
+    k.op(7, old, 110, 120, outcome_of_old_token);
+    k
+}
+
+#[test]
+fn a_token_accepted_after_its_rotation_is_invalid() {
+    let refused = rotated(Outcome::Fail {
+        status: 401,
+        code: "unauthorized".into(),
+    });
+    let r = check(&refused, &refused.final_state());
+    for v in &r.verdicts {
+        assert!(v.valid, "{} flagged a valid history: {:?}", v.checker, v.violations);
+    }
+    let accepted = rotated(denied("session_cap", None, Some(25 * D), Pos::new(9, 0)));
+    let r = check(&accepted, &accepted.final_state());
+    let v = verdict(&r, "superseded-tokens");
+    assert!(!v.valid);
+    assert!(
+        v.violations[0].contains("after a rotation replaced it"),
+        "{:?}",
+        v.violations
+    );
+}
+
+#[test]
+fn a_revoked_session_is_denied_and_an_approval_after_revocation_is_invalid() {
+    let revoked = |later: Outcome| {
+        let mut k = valid_seed();
+        k.op(
+            5,
+            Request::Revoke { session: "s1".into() },
+            50,
+            60,
+            Outcome::Ok {
+                response: Response::Revoked { index: 7 },
+            },
+        );
+        k.op(5, auth("s1", "k9", D, 600), 70, 80, later);
+        k
+    };
+    let k = revoked(denied("session_revoked", None, None, Pos::new(8, 0)));
+    let r = check(&k, &k.final_state());
+    assert!(
+        verdict(&r, "linearizable").valid,
+        "{:?}",
+        verdict(&r, "linearizable").violations
+    );
+    let mut k = revoked(denied("session_revoked", None, None, Pos::new(8, 0)));
+    // The same request approved instead.
+    k.h.ops.pop();
+    k.approve(5, "s1", "k9", D, "au_2", Pos::new(8, 0), 4 * D, 70, 80);
+    let r = check(&k, &k.final_state());
+    let v = verdict(&r, "linearizable");
+    assert!(!v.valid);
+    assert!(
+        v.violations.iter().any(|x| x.contains("session_revoked")),
+        "{:?}",
+        v.violations
+    );
+}
+
+/// A $20 team budget over a $100 session: $15 approved, the budget raised
+/// to $40 (or not), then $15 more approved.
+fn raised(with_raise: bool) -> Kit {
+    let mut k = Kit::new(&[("s1", 100 * D)]);
+    k.h.setup.budgets.push(BudgetSpec {
+        id: "team".into(),
+        cap: 20 * D,
+        parent: None,
+        tool_caps: BTreeMap::new(),
+    });
+    k.h.setup.sessions[0].budget = Some("team".into());
+    k.approve(0, "s1", "k0", 15 * D, "au_0", Pos::new(5, 0), 85 * D, 0, 20);
+    if with_raise {
+        k.op(
+            9,
+            Request::RaiseBudget {
+                budget: "team".into(),
+                from: 20 * D,
+                cap: 40 * D,
+            },
+            30,
+            40,
+            Outcome::Ok {
+                response: Response::BudgetUpdated { cap: 40 * D },
+            },
+        );
+    }
+    k.approve(1, "s1", "k1", 15 * D, "au_1", Pos::new(7, 0), 70 * D, 50, 60);
+    k
+}
+
+#[test]
+fn a_budget_raise_explains_approvals_above_the_old_cap() {
+    let k = raised(true);
+    let r = check(&k, &k.final_state());
+    for name in ["no-overspend", "linearizable"] {
+        assert!(verdict(&r, name).valid, "{name}: {:?}", verdict(&r, name).violations);
+    }
+    let k = raised(false);
+    let r = check(&k, &k.final_state());
+    assert!(!verdict(&r, "no-overspend").valid);
+    assert!(!verdict(&r, "linearizable").valid);
 }
