@@ -134,6 +134,11 @@ pub struct Authorize {
     /// [`HOLD_TTL_DEFAULT_MS`].
     pub hold_ttl_ms: Option<u64>,
     pub context: DecisionContext,
+    /// The hash of the session token the request came with (`None` for the
+    /// admin). Checked at apply against the session's current token, so a
+    /// token superseded by a rotation (or a node that has not applied the
+    /// rotation yet) can never act: `Refusal::TokenSuperseded`.
+    pub credential: Option<TokenHash>,
 }
 
 /// Who asks to resolve a hold: the admin, a session (which may touch only
@@ -156,6 +161,8 @@ pub struct Capture {
     pub amount: Option<AmountInput>,
     pub receipt: ReceiptInput,
     pub idempotency_key: Option<IdempotencyKey>,
+    /// As [`Authorize::credential`], for a `Caller::Session`.
+    pub credential: Option<TokenHash>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +170,8 @@ pub struct Void {
     pub hold_id: HoldId,
     pub caller: Caller,
     pub idempotency_key: Option<IdempotencyKey>,
+    /// As [`Authorize::credential`], for a `Caller::Session`.
+    pub credential: Option<TokenHash>,
 }
 
 /// The payment facts a capture records in its receipt.
@@ -505,6 +514,9 @@ pub enum Refusal {
     /// The hold is pinned as settling (a signed payment may be in flight):
     /// only the gateway or the admin may resolve it, never the session.
     HoldSettling,
+    /// The session token the request came with is no longer the session's
+    /// (it was rotated): nothing was done.
+    TokenSuperseded,
     /// Applying the command would break the state's own bookkeeping (an
     /// arithmetic overflow or a count that disagrees with the records). The
     /// invariants rule this out; apply refuses rather than panic, and the
@@ -542,6 +554,7 @@ impl Refusal {
             Refusal::Forbidden => "forbidden",
             Refusal::IdempotencyConflict => "idempotency_conflict",
             Refusal::HoldSettling => "hold_settling",
+            Refusal::TokenSuperseded => "token_superseded",
             Refusal::Inconsistent { .. } => "state_inconsistent",
         }
     }

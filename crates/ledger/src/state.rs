@@ -675,6 +675,9 @@ impl Ledger {
         let Some(session) = self.sessions.get(&c.session_id) else {
             return Outcome::Denied(DenyReason::UnknownSession);
         };
+        if c.credential.is_some_and(|h| h != session.token_hash) {
+            return Outcome::Refused(Refusal::TokenSuperseded);
+        }
         let key = c.idempotency_key.clone().map(|key| ScopedKey {
             scope: KeyScope::Session(c.session_id.clone()),
             key,
@@ -886,9 +889,15 @@ impl Ledger {
         &self,
         hold_id: HoldId,
         caller: &Caller,
+        credential: Option<TokenHash>,
         key: &Option<ScopedKey>,
         fp: &[u8; 16],
     ) -> Result<&Hold, Outcome> {
+        if let (Caller::Session(s), Some(h)) = (caller, credential) {
+            if self.sessions.get(s).is_none_or(|x| x.token_hash != h) {
+                return Err(Outcome::Refused(Refusal::TokenSuperseded));
+            }
+        }
         if let Some(record) = key.as_ref().and_then(|k| self.idempotency.get(k)) {
             if let Caller::Session(s) = caller {
                 if record.owner.as_ref() != Some(s) {
@@ -925,7 +934,7 @@ impl Ledger {
             key,
         });
         let fp = fingerprint(&("capture", &c.amount, &c.receipt));
-        let hold = match self.resolvable(c.hold_id, &c.caller, &key, &fp) {
+        let hold = match self.resolvable(c.hold_id, &c.caller, c.credential, &key, &fp) {
             Ok(hold) => hold.clone(),
             Err(outcome) => return outcome,
         };
@@ -993,7 +1002,7 @@ impl Ledger {
             key,
         });
         let fp = fingerprint(&("void",));
-        let hold = match self.resolvable(c.hold_id, &c.caller, &key, &fp) {
+        let hold = match self.resolvable(c.hold_id, &c.caller, c.credential, &key, &fp) {
             Ok(hold) => hold,
             Err(outcome) => return outcome,
         };

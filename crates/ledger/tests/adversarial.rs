@@ -103,7 +103,7 @@ impl World {
             tool: tool(t),
             idempotency_key: None,
             hold_ttl_ms: Some(ttl_ms),
-            context: DecisionContext::default(),
+            context: DecisionContext::default(), credential: None,
         }))
     }
 
@@ -160,7 +160,7 @@ fn a_tool_cap_added_while_holds_are_live_counts_them_then_void_and_capture() {
     let void = w.run(Command::Void(Void {
         hold_id: h1,
         caller: Caller::Admin,
-        idempotency_key: None,
+        idempotency_key: None, credential: None,
     }));
     assert!(matches!(void, Outcome::Voided { .. }), "{void:?}");
     let capture = w.run(Command::Capture(Capture {
@@ -168,7 +168,7 @@ fn a_tool_cap_added_while_holds_are_live_counts_them_then_void_and_capture() {
         caller: Caller::Gateway,
         amount: Some(AmountInput::Decimal("4".into())),
         receipt: ReceiptInput::default(),
-        idempotency_key: None,
+        idempotency_key: None, credential: None,
     }));
     assert!(matches!(capture, Outcome::Captured { .. }), "{capture:?}");
     let cap = gpu_cap(&w, "org");
@@ -263,7 +263,7 @@ fn a_flood_of_one_unit_holds_stops_at_the_session_limit() {
     w.run(Command::Void(Void {
         hold_id: holds[0],
         caller: Caller::Admin,
-        idempotency_key: None,
+        idempotency_key: None, credential: None,
     }));
     approved(&w.authorize("s", "0.000001", "t", 60_000));
     // The count survives a reload from the records.
@@ -322,7 +322,7 @@ fn an_entry_above_the_size_limit_is_refused_whole() {
         tool: tool("t"),
         idempotency_key: None,
         hold_ttl_ms: None,
-        context: DecisionContext::default(),
+        context: DecisionContext::default(), credential: None,
     });
     w.now += 1000;
     let out = w.entry(vec![authorize.clone(); ENTRY_COMMANDS_MAX + 1]);
@@ -357,4 +357,58 @@ fn large_decimal_amounts_are_accepted_like_atomic_ones() {
     assert_eq!(huge.resolve(1), Err(AmountError::Overflow));
     let too_precise = AmountInput::Decimal(format!("0.{}1", "0".repeat(30)));
     assert!(too_precise.check_syntax().is_err());
+}
+
+/// Found by the fault suite's churn workload: after a token rotation was
+/// acknowledged, a node that had not applied it yet still mapped the old
+/// token to the session and proposed on its behalf. The ledger now checks the
+/// credential a command came with against the session's current token at
+/// apply, so a superseded token can never act, whichever node it reached.
+#[test]
+fn a_superseded_session_token_can_neither_authorize_nor_resolve() {
+    let mut w = World::new();
+    w.create_session("s", 1, None, None, None);
+    let authorize = |credential: [u8; 32]| {
+        Command::Authorize(Authorize {
+            session_id: sid("s"),
+            amount: AmountInput::Decimal("1".into()),
+            tool: tool("search"),
+            idempotency_key: None,
+            hold_ttl_ms: None,
+            context: DecisionContext::default(),
+            credential: Some(credential),
+        })
+    };
+    let h = approved(&w.run(authorize([1; 32])));
+    assert_eq!(
+        w.run(Command::RotateSessionToken {
+            session_id: sid("s"),
+            token_hash: [2; 32],
+        }),
+        Outcome::TokenRotated
+    );
+    assert_eq!(w.run(authorize([1; 32])), Outcome::Refused(Refusal::TokenSuperseded));
+    let void = |credential: [u8; 32]| {
+        Command::Void(Void {
+            hold_id: h,
+            caller: Caller::Session(sid("s")),
+            idempotency_key: None,
+            credential: Some(credential),
+        })
+    };
+    assert_eq!(w.run(void([1; 32])), Outcome::Refused(Refusal::TokenSuperseded));
+    let capture = Command::Capture(Capture {
+        hold_id: h,
+        caller: Caller::Session(sid("s")),
+        amount: None,
+        receipt: ReceiptInput::default(),
+        idempotency_key: None,
+        credential: Some([1; 32]),
+    });
+    assert_eq!(w.run(capture), Outcome::Refused(Refusal::TokenSuperseded));
+    // Refusals change nothing but the entry counter.
+    assert_eq!(w.ledger.live_holds_of(&sid("s")), 1);
+    // The current token works.
+    assert!(matches!(w.run(void([2; 32])), Outcome::Voided { .. }));
+    assert!(matches!(w.run(authorize([2; 32])), Outcome::Approved { .. }));
 }

@@ -41,7 +41,7 @@ fn sample_entry() -> Entry {
                 tool: Tool::new("search").unwrap(),
                 idempotency_key: Some(IdempotencyKey::new("k").unwrap()),
                 hold_ttl_ms: Some(60_000),
-                context: DecisionContext::default(),
+                context: DecisionContext::default(), credential: None,
             }),
             Command::MarkSettling(MarkSettling {
                 hold_id: HoldId(0),
@@ -53,7 +53,7 @@ fn sample_entry() -> Entry {
                 caller: Caller::Admin,
                 amount: Some(AmountInput::Atomic(Amount(1_000_000))),
                 receipt: ReceiptInput::default(),
-                idempotency_key: None,
+                idempotency_key: None, credential: None,
             }),
         ],
     }

@@ -26,6 +26,9 @@ pub enum ApiError {
     BodyTooLarge,
     #[error("a valid bearer token is required")]
     Unauthorized,
+    /// Unauthorized, with a more precise code than `unauthorized`.
+    #[error("{message}")]
+    UnauthorizedBecause { code: &'static str, message: String },
     #[error("{0}")]
     Forbidden(String),
     /// Forbidden, with a more precise code than `forbidden`.
@@ -61,7 +64,7 @@ impl ApiError {
             }
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::UnauthorizedBecause { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::ForbiddenBecause { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -81,6 +84,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::BodyTooLarge => "body_too_large",
             ApiError::Unauthorized => api::codes::UNAUTHORIZED,
+            ApiError::UnauthorizedBecause { code, .. } => code,
             ApiError::Forbidden(_) => api::codes::FORBIDDEN,
             ApiError::ForbiddenBecause { code, .. } => code,
             ApiError::NotFound { code, .. }
@@ -206,6 +210,10 @@ pub fn refusal(r: Refusal, resolved: Option<HoldStatus>) -> ApiError {
             message: format!("the capture exceeds the held amount ({held} units)"),
         },
         Refusal::Forbidden => ApiError::Forbidden("this caller may not act on that authorization".into()),
+        Refusal::TokenSuperseded => ApiError::UnauthorizedBecause {
+            code,
+            message: "this session token was replaced by a rotation; use the new token".into(),
+        },
         Refusal::HoldSettling => ApiError::ForbiddenBecause {
             code,
             message: "the authorization is pinned as settling (a signed payment may be in flight): \
