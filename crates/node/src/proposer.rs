@@ -63,6 +63,11 @@ pub enum ProposeError {
     Overloaded,
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// This node's Raft core failed (an openraft `Fatal` error) while the
+    /// command was being decided: the outcome is unknown, and this node
+    /// will decide nothing more.
+    #[error("the node failed: {0}")]
+    NodeFailed(String),
 }
 
 /// A forwarded batch, and the leader's answer.
@@ -322,7 +327,9 @@ impl Router {
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 Err(LocalError::Unknown(e.to_string()))
             }
-            Err(RaftError::Fatal(e)) => Err(LocalError::Unknown(format!("raft stopped: {e}"))),
+            // The core stopped (storage error, panic, shutdown): the entry
+            // may have been appended and replicated before it did.
+            Err(RaftError::Fatal(e)) => Err(LocalError::Failed(e.to_string())),
         }
     }
 
@@ -355,6 +362,10 @@ impl Router {
     /// at the leader. Re-routes while nothing can have been applied.
     pub async fn route(&self, commands: Vec<Command>, deadline: Instant) -> Result<Vec<Decided>, ProposeError> {
         let me = self.config.node_id;
+        if let Some(why) = crate::health::failure(&self.raft) {
+            // Nothing was sent: a failed node decides nothing.
+            return Err(ProposeError::NodeFailed(why));
+        }
         for _ in 0..self.config.route_attempts_max {
             let Some((leader, addr)) = self.wait_for_leader(deadline).await else {
                 return Err(ProposeError::NoLeader);
@@ -371,6 +382,7 @@ impl Router {
                         continue;
                     }
                     Ok(Err(LocalError::Unknown(e))) => return Err(ProposeError::Unknown(e)),
+                    Ok(Err(LocalError::Failed(e))) => return Err(ProposeError::NodeFailed(e)),
                     Err(_) => return Err(ProposeError::Unknown("no decision before the write timeout".into())),
                 }
             }
@@ -389,6 +401,10 @@ impl Router {
                 Ok(ProposeAnswer::NotLeader) | Err(PeerError::NotSent(_)) | Err(PeerError::Refused(_)) => {
                     self.pause_before_reroute(deadline).await;
                     continue;
+                }
+                // The leader failed: for this node the outcome is unknown.
+                Ok(ProposeAnswer::Failed(ProposeError::NodeFailed(e))) => {
+                    return Err(ProposeError::Unknown(format!("the leader failed while deciding: {e}")))
                 }
                 Ok(ProposeAnswer::Failed(e)) => return Err(e),
                 Err(PeerError::MaybeSent(e)) => return Err(ProposeError::Unknown(e)),
@@ -410,4 +426,6 @@ pub enum LocalError {
     /// Not the leader; nothing was (or will be) committed.
     NotLeader,
     Unknown(String),
+    /// The Raft core stopped; the outcome is unknown.
+    Failed(String),
 }

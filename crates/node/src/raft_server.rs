@@ -21,7 +21,7 @@ use crate::peer::{
 };
 use crate::proposer::{ProposeAnswer, ProposeRequest, Proposer, Router};
 use crate::reads::ReadIndexAnswer;
-use crate::tokens::constant_time_eq;
+use crate::tokens::tokens_equal;
 
 /// Largest Raft RPC body (an AppendEntries of `payload_entries_max` full
 /// batches, or a snapshot chunk).
@@ -57,10 +57,25 @@ pub fn app(node_id: NodeId, identity: PeerIdentity, proposer: Proposer, write_ti
         .with_state(state)
 }
 
-/// Refuses requests meant for another node or cluster, or without the peer
-/// token.
+/// Refuses requests without the right peer token (first, so nothing about
+/// the node is told to a caller without it), then requests meant for
+/// another node or cluster. A node without a peer token has no peers (it
+/// refuses to start with peers without one) and accepts no Raft RPC.
 fn check(state: &RaftState, headers: &HeaderMap) -> Result<(), Response> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let Some(expected) = &state.identity.peer_token else {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "this node has no peer token, hence no peers: it accepts no Raft RPC",
+        )
+            .into_response());
+    };
+    let Some(given) = header(HEADER_PEER_TOKEN) else {
+        return Err((StatusCode::UNAUTHORIZED, "peer token required").into_response());
+    };
+    if !tokens_equal(given, expected) {
+        return Err((StatusCode::FORBIDDEN, "wrong peer token").into_response());
+    }
     if header(HEADER_CLUSTER) != Some(state.identity.cluster.as_str()) {
         return Err((
             StatusCode::CONFLICT,
@@ -70,12 +85,6 @@ fn check(state: &RaftState, headers: &HeaderMap) -> Result<(), Response> {
     }
     if header(HEADER_TARGET) != Some(state.node_id.to_string().as_str()) {
         return Err((StatusCode::CONFLICT, format!("this is node {}", state.node_id)).into_response());
-    }
-    if let Some(expected) = &state.identity.peer_token {
-        let given = header(HEADER_PEER_TOKEN).unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-            return Err((StatusCode::UNAUTHORIZED, "peer token required").into_response());
-        }
     }
     Ok(())
 }
