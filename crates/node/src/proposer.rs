@@ -63,9 +63,9 @@ pub enum ProposeError {
     Overloaded,
     #[error("the node is shutting down")]
     ShuttingDown,
-    /// This node's Raft core failed (an openraft `Fatal` error) while the
-    /// command was being decided: the outcome is unknown, and this node
-    /// will decide nothing more.
+    /// This node's Raft core has failed (an openraft `Fatal` error, see
+    /// `crate::health`): it decides nothing more, and nothing was sent.
+    /// (A failure while a command was being decided is `Unknown`.)
     #[error("the node failed: {0}")]
     NodeFailed(String),
 }
@@ -382,7 +382,9 @@ impl Router {
                         continue;
                     }
                     Ok(Err(LocalError::Unknown(e))) => return Err(ProposeError::Unknown(e)),
-                    Ok(Err(LocalError::Failed(e))) => return Err(ProposeError::NodeFailed(e)),
+                    Ok(Err(LocalError::Failed(e))) => {
+                        return Err(ProposeError::Unknown(format!("this node failed while deciding: {e}")))
+                    }
                     Err(_) => return Err(ProposeError::Unknown("no decision before the write timeout".into())),
                 }
             }
@@ -398,13 +400,14 @@ impl Router {
                         "the leader answered for a different batch".into(),
                     ))
                 }
-                Ok(ProposeAnswer::NotLeader) | Err(PeerError::NotSent(_)) | Err(PeerError::Refused(_)) => {
+                // Nothing was taken (not the leader, a failed leader, never
+                // sent, refused before acting): re-route.
+                Ok(ProposeAnswer::NotLeader)
+                | Ok(ProposeAnswer::Failed(ProposeError::NodeFailed(_)))
+                | Err(PeerError::NotSent(_))
+                | Err(PeerError::Refused(_)) => {
                     self.pause_before_reroute(deadline).await;
                     continue;
-                }
-                // The leader failed: for this node the outcome is unknown.
-                Ok(ProposeAnswer::Failed(ProposeError::NodeFailed(e))) => {
-                    return Err(ProposeError::Unknown(format!("the leader failed while deciding: {e}")))
                 }
                 Ok(ProposeAnswer::Failed(e)) => return Err(e),
                 Err(PeerError::MaybeSent(e)) => return Err(ProposeError::Unknown(e)),

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router as AxumRouter;
@@ -54,7 +55,17 @@ pub fn app(node_id: NodeId, identity: PeerIdentity, proposer: Proposer, write_ti
         .route(PATH_PROPOSE, post(propose))
         .route(PATH_READ_INDEX, post(read_index))
         .layer(DefaultBodyLimit::max(RAFT_BODY_BYTES_MAX))
+        // Outermost: the peer token is checked before any body is read.
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
+}
+
+/// Every Raft RPC passes [`check`] before its handler runs.
+async fn authenticate(State(s): State<RaftState>, req: Request, next: Next) -> Response {
+    match check(&s, req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(refused) => refused,
+    }
 }
 
 /// Refuses requests without the right peer token (first, so nothing about
@@ -107,30 +118,21 @@ fn result<T: Serialize, E: Serialize>(r: Result<T, E>) -> Response {
     })
 }
 
-async fn append(State(s): State<RaftState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = check(&s, &headers) {
-        return r;
-    }
+async fn append(State(s): State<RaftState>, body: Bytes) -> Response {
     match decode(&body) {
         Ok(req) => result(s.raft.append_entries(req).await),
         Err(r) => r,
     }
 }
 
-async fn vote(State(s): State<RaftState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = check(&s, &headers) {
-        return r;
-    }
+async fn vote(State(s): State<RaftState>, body: Bytes) -> Response {
     match decode(&body) {
         Ok(req) => result(s.raft.vote(req).await),
         Err(r) => r,
     }
 }
 
-async fn snapshot(State(s): State<RaftState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = check(&s, &headers) {
-        return r;
-    }
+async fn snapshot(State(s): State<RaftState>, body: Bytes) -> Response {
     match decode(&body) {
         Ok(req) => result(s.raft.install_snapshot(req).await),
         Err(r) => r,
@@ -139,10 +141,7 @@ async fn snapshot(State(s): State<RaftState>, headers: HeaderMap, body: Bytes) -
 
 /// A follower's batch: joins this leader's own batch queue, so one entry
 /// carries commands from every node. Refused if this node does not lead.
-async fn propose(State(s): State<RaftState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = check(&s, &headers) {
-        return r;
-    }
+async fn propose(State(s): State<RaftState>, body: Bytes) -> Response {
     let req: ProposeRequest = match decode(&body) {
         Ok(req) => req,
         Err(r) => return r,
@@ -158,10 +157,7 @@ async fn propose(State(s): State<RaftState>, headers: HeaderMap, body: Bytes) ->
     )
 }
 
-async fn read_index(State(s): State<RaftState>, headers: HeaderMap) -> Response {
-    if let Err(r) = check(&s, &headers) {
-        return r;
-    }
+async fn read_index(State(s): State<RaftState>) -> Response {
     encode(&match s.raft.get_read_log_id().await {
         Ok((read_log_id, _)) => ReadIndexAnswer::Index(read_log_id.map(|l| l.index)),
         Err(_) => ReadIndexAnswer::NotLeader,

@@ -483,15 +483,7 @@ async fn a_session_cannot_void_or_capture_a_hold_the_gateway_pinned() {
     let gateway = admin.with_token(GATEWAY_TOKEN);
     let d = agent.authorize("agent", &hold_req("pay-1")).await.expect("authorize");
     let id = d.authorization_id.expect("approved");
-    gateway
-        .mark_settling(
-            &id,
-            &MarkSettlingRequest {
-                reference: "nonce-1".into(),
-            },
-        )
-        .await
-        .expect("the gateway pins");
+    gateway.mark_settling(&id, "nonce-1").await.expect("the gateway pins");
 
     let void = agent
         .void(&id, &VoidRequest::default())
@@ -521,10 +513,10 @@ async fn a_session_cannot_void_or_capture_a_hold_the_gateway_pinned() {
     let view = admin.get_authorization(&id).await.expect("view");
     assert_eq!(view.status, "held");
     assert!(view.settling_since_ms.is_some(), "still pinned: {view:?}");
-    assert_eq!(view.captured, "0");
+    assert_eq!(view.captured, "0.00");
     let s = admin.get_session("agent").await.expect("session");
-    assert_eq!(s.held, "1", "still held: {s:?}");
-    assert_eq!(s.spent, "0");
+    assert_eq!(s.held, "1.00", "still held: {s:?}");
+    assert_eq!(s.spent, "0.00");
     // The gateway, which pinned it, can resolve it.
     gateway
         .capture(&id, &CaptureRequest::default())

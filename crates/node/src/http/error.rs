@@ -56,8 +56,8 @@ pub enum ApiError {
     #[error("the node is shutting down")]
     ShuttingDown,
     /// This node's Raft core has stopped (see `crate::health`): it serves
-    /// nothing more. The message says whether this request's outcome is
-    /// known.
+    /// nothing more, and did nothing for this request. (A failure while a
+    /// command was being decided answers `outcome_unknown`.)
     #[error("{0}")]
     NodeFailed(String),
     /// The session of the calling session token is revoked or expired (by
@@ -182,13 +182,8 @@ impl From<ProposeError> for ApiError {
             ProposeError::NoLeader => ApiError::NoLeader,
             ProposeError::Overloaded => ApiError::Overloaded,
             ProposeError::ShuttingDown => ApiError::ShuttingDown,
-            ProposeError::NodeFailed(why) => {
-                metrics::counter!(api::metrics::OUTCOMES_UNKNOWN_TOTAL).increment(1);
-                ApiError::NodeFailed(format!(
-                    "this node failed while deciding ({why}): the outcome is unknown; \
-                     retry on another node with the same idempotency key"
-                ))
-            }
+            // Nothing was sent (a failure while deciding is `Unknown`).
+            ProposeError::NodeFailed(why) => ApiError::node_failed(&why),
             ProposeError::Unknown(why) => {
                 metrics::counter!(api::metrics::OUTCOMES_UNKNOWN_TOTAL).increment(1);
                 ApiError::OutcomeUnknown(why)

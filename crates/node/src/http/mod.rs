@@ -130,7 +130,7 @@ pub fn app(state: AppState) -> Router {
             Some(earlier) => earlier.merge(route),
             None => route,
         };
-        by_path.insert(path, merged);
+        by_path.insert(*path, merged);
     }
     let mut api = Router::new();
     for (path, route) in by_path {
