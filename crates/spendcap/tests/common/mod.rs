@@ -164,9 +164,10 @@ impl Cluster {
             .args(["--gateway-token", GATEWAY_TOKEN])
             .args(&self.extra)
             .args(more);
-        if let Some(peer) = &self.peer_token {
-            command.args(["--peer-token", peer]);
-        }
+        match &self.peer_token {
+            Some(peer) => command.args(["--peer-token", peer]),
+            None => command.env_remove("SPENDCAP_PEER_TOKEN"),
+        };
         let child = command
             .env("RUST_LOG", &self.rust_log)
             .stdin(Stdio::null())
