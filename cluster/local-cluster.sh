@@ -8,7 +8,9 @@
 #
 # APIs: http://127.0.0.1:7711, :7712, :7713 (Raft on :7811-:7813).
 # Admin token: $SPENDCAP_ADMIN_TOKEN, or the one generated into
-# ./local-cluster/admin-token on first start.
+# ./local-cluster/admin-token on first start. Peer token (required on Raft
+# RPCs between the nodes): $SPENDCAP_PEER_TOKEN, or the one generated into
+# ./local-cluster/peer-token.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${SPENDCAP_LOCAL_DIR:-./local-cluster}
@@ -17,13 +19,24 @@ BIN=target/x86_64-unknown-linux-gnu/$PROFILE/spendcap
 [ "$PROFILE" = dev ] && BIN=target/x86_64-unknown-linux-gnu/debug/spendcap
 MEMBERS="1=127.0.0.1:7811/127.0.0.1:7711,2=127.0.0.1:7812/127.0.0.1:7712,3=127.0.0.1:7813/127.0.0.1:7713"
 
+# A secret kept in $DIR/<file> (mode 0600), generated on first use.
+secret() {
+  local file=$1 prefix=$2
+  mkdir -p "$DIR"
+  if [ ! -s "$DIR/$file" ]; then
+    (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' | sed "s/^/$prefix/" > "$DIR/$file")
+  fi
+  cat "$DIR/$file"
+}
+
 token() {
   if [ -n "${SPENDCAP_ADMIN_TOKEN:-}" ]; then echo "$SPENDCAP_ADMIN_TOKEN"; return; fi
-  mkdir -p "$DIR"
-  if [ ! -s "$DIR/admin-token" ]; then
-    (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' | sed 's/^/sca_/' > "$DIR/admin-token")
-  fi
-  cat "$DIR/admin-token"
+  secret admin-token sca_
+}
+
+peer_token() {
+  if [ -n "${SPENDCAP_PEER_TOKEN:-}" ]; then echo "$SPENDCAP_PEER_TOKEN"; return; fi
+  secret peer-token scp_
 }
 
 start() {
@@ -31,13 +44,13 @@ start() {
     scripts/setup.sh
     cargo build --profile "$PROFILE" -p spendcap
   fi
-  local t; t=$(token)
+  local t p; t=$(token); p=$(peer_token)
   for id in 1 2 3; do
     if [ -f "$DIR/node$id.pid" ] && kill -0 "$(cat "$DIR/node$id.pid")" 2>/dev/null; then
       echo "node $id already running"; continue
     fi
     mkdir -p "$DIR/node$id"
-    SPENDCAP_ADMIN_TOKEN="$t" nohup "$BIN" serve --id "$id" --data-dir "$DIR/node$id" \
+    SPENDCAP_ADMIN_TOKEN="$t" SPENDCAP_PEER_TOKEN="$p" nohup "$BIN" serve --id "$id" --data-dir "$DIR/node$id" \
       --api-listen "127.0.0.1:771$id" --raft-listen "127.0.0.1:781$id" \
       --initial-members "$MEMBERS" > "$DIR/node$id.log" 2>&1 &
     echo $! > "$DIR/node$id.pid"

@@ -114,6 +114,7 @@ API=("" "${PORTS[0]}" "${PORTS[1]}" "${PORTS[2]}")
 RAFT=("" "${PORTS[3]}" "${PORTS[4]}" "${PORTS[5]}")
 PROM_PORT=${PORTS[6]}
 TOKEN="sca_mon_$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+PEER_TOKEN="scp_mon_$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 # The bound on exported sessions: set it explicitly where the binary has
 # the flag, else the built-in default applies (the checker reads it).
 LIMIT_FLAGS=()
@@ -124,7 +125,7 @@ if "$BIN" serve --help | grep -q -- '--metrics-sessions-max'; then
 fi
 MEMBERS="1=127.0.0.1:${RAFT[1]}/127.0.0.1:${API[1]},2=127.0.0.1:${RAFT[2]}/127.0.0.1:${API[2]},3=127.0.0.1:${RAFT[3]}/127.0.0.1:${API[3]}"
 for id in 1 2 3; do
-  SPENDCAP_ADMIN_TOKEN="$TOKEN" "$BIN" serve --id "$id" --cluster spendcap-mon \
+  SPENDCAP_ADMIN_TOKEN="$TOKEN" SPENDCAP_PEER_TOKEN="$PEER_TOKEN" "$BIN" serve --id "$id" --cluster spendcap-mon \
     --data-dir "$TMP/node$id" --api-listen "127.0.0.1:${API[$id]}" --raft-listen "127.0.0.1:${RAFT[$id]}" \
     --initial-members "$MEMBERS" "${LIMIT_FLAGS[@]}" >"$TMP/node$id.log" 2>&1 &
   PIDS+=("$!")

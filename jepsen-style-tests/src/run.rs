@@ -105,7 +105,9 @@ pub async fn run(config: RunConfig, cancel: watch::Receiver<bool>) -> anyhow::Re
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let token = hex(&mut rng, 24);
     let env_file = dir.join("compose.env");
-    let mut env = format!("SPENDCAP_ADMIN_TOKEN={token}\n");
+    // Nodes with peers require a peer token on Raft RPCs.
+    let peer_token = hex(&mut rng, 24);
+    let mut env = format!("SPENDCAP_ADMIN_TOKEN={token}\nSPENDCAP_PEER_TOKEN={peer_token}\n");
     for line in &config.node_env {
         env.push_str(line);
         env.push('\n');

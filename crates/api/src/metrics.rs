@@ -60,6 +60,11 @@ pub const RAFT_ELECTIONS_TOTAL: &str = "spendcap_raft_elections_total";
 pub const RAFT_LEADER_CHANGES_TOTAL: &str = "spendcap_raft_leader_changes_total";
 pub const RAFT_RPC_DURATION_SECONDS: &str = "spendcap_raft_rpc_duration_seconds";
 pub const RAFT_RPC_ERRORS_TOTAL: &str = "spendcap_raft_rpc_errors_total";
+/// 1 when this node's Raft core has stopped (an openraft `Fatal` error: a
+/// storage error while appending or applying, a panic, or an unrequested
+/// shutdown), else 0. A failed node answers `503 node_failed` on every
+/// route but `/metrics`; replace or restart it.
+pub const NODE_FAILED: &str = "spendcap_node_failed";
 
 // Build
 pub const BUILD_INFO: &str = "spendcap_build_info";

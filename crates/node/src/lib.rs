@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod node;

@@ -79,6 +79,7 @@ pub fn register_zeros() {
         metrics::counter!(RAFT_RPC_ERRORS_TOTAL, "rpc" => rpc).increment(0);
     }
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::gauge!(NODE_FAILED).set(0.0);
 }
 
 /// How full a cap is, in parts per million (a zero cap with anything
@@ -155,6 +156,8 @@ pub fn refresh(s: &AppState, committed: Option<u64>) -> String {
     metrics::gauge!(RAFT_LAST_LOG_INDEX).set(m.last_log_index.unwrap_or(0) as f64);
     metrics::gauge!(RAFT_APPLIED_INDEX).set(m.last_applied.map(|l| l.index).unwrap_or(0) as f64);
     metrics::gauge!(PROPOSALS_QUEUED).set(s.proposer.queued() as f64);
+    let failed = crate::health::failure(&s.raft).is_some();
+    metrics::gauge!(NODE_FAILED).set(if failed { 1.0 } else { 0.0 });
     // Only the leader knows the lag; a former leader's series go stale and
     // are dropped after the idle timeout.
     if let (Some(replication), ServerState::Leader) = (&m.replication, m.state) {
@@ -274,8 +277,14 @@ pub fn watch_raft(raft: Raft) {
             let m = rx.borrow();
             (m.current_term, m.current_leader)
         };
+        let mut failed = false;
         while rx.changed().await.is_ok() {
             let m = rx.borrow().clone();
+            if let (Err(fatal), false) = (&m.running_state, failed) {
+                failed = true;
+                metrics::gauge!(NODE_FAILED).set(1.0);
+                tracing::error!(error = %fatal, "the Raft core stopped: this node answers 503 node_failed from now on");
+            }
             if m.current_term > term {
                 metrics::counter!(RAFT_ELECTIONS_TOTAL).increment(m.current_term - term);
                 term = m.current_term;

@@ -40,6 +40,28 @@ pub enum NodeError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("initial members {0:?} do not include this node")]
     NotAMember(Vec<NodeId>),
+    #[error(
+        "this node has peers ({0}) but no peer token: set --peer-token or SPENDCAP_PEER_TOKEN to the same long \
+         random secret on every node (e.g. `openssl rand -hex 32`; cluster/make-env.sh generates one for compose)"
+    )]
+    PeerTokenRequired(&'static str),
+}
+
+/// Peer authentication is mandatory for a node that has, or may get,
+/// peers: initial members other than itself, or `--join`. A single node may
+/// run without a peer token; it then accepts no Raft RPC at all.
+fn check_peer_auth(config: &NodeConfig, admin_token: &str) -> Result<(), NodeError> {
+    let Some(peer) = &config.peer_token else {
+        if config.join {
+            return Err(NodeError::PeerTokenRequired("--join"));
+        }
+        if config.initial_members.keys().any(|id| *id != config.node_id) {
+            return Err(NodeError::PeerTokenRequired("initial members other than itself"));
+        }
+        return Ok(());
+    };
+    crate::tokens::check_peer_token(peer, admin_token, config.gateway_token.as_deref())?;
+    Ok(())
 }
 
 /// A running node.
@@ -82,6 +104,7 @@ impl Node {
         if let Some(g) = &config.gateway_token {
             crate::tokens::check_gateway_token(g, admin_token.value())?;
         }
+        check_peer_auth(&config, admin_token.value())?;
         #[cfg(feature = "fault-injection")]
         crate::fault::init_clock(&config.data_dir);
         let (log_store, sm) = storage::open_raft_storage(&config.data_dir)?;
@@ -142,6 +165,7 @@ impl Node {
             cluster: config.cluster.clone(),
             admin_token: admin_token.value().to_string(),
             gateway_token: config.gateway_token.clone(),
+            peer_auth: config.peer_token.is_some(),
             raft: raft.clone(),
             sm: sm.clone(),
             proposer: proposer.clone(),

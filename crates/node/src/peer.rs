@@ -43,7 +43,7 @@ pub enum PeerError {
     /// The request may have arrived; its effect is unknown.
     #[error("peer call failed after sending: {0}")]
     MaybeSent(String),
-    /// The peer answered that the request was not for it.
+    /// The peer refused the request (4xx) before acting on it.
     #[error("peer refused the request: {0}")]
     Refused(String),
 }
@@ -114,8 +114,17 @@ impl PeerClient {
                 .bytes()
                 .await
                 .map_err(|e| PeerError::MaybeSent(e.to_string()))?;
-            if !status.is_success() {
+            // A 4xx is the receiver refusing the request before acting on it
+            // (wrong peer token, cluster or node, undecodable body); a 5xx
+            // may come after it acted, so its effect is unknown.
+            if status.is_client_error() {
                 return Err(PeerError::Refused(format!(
+                    "{status}: {}",
+                    String::from_utf8_lossy(&body)
+                )));
+            }
+            if !status.is_success() {
+                return Err(PeerError::MaybeSent(format!(
                     "{status}: {}",
                     String::from_utf8_lossy(&body)
                 )));

@@ -64,6 +64,11 @@ pub enum ProposeError {
     Overloaded,
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// This node's Raft core has failed (an openraft `Fatal` error, see
+    /// `crate::health`): it decides nothing more, and nothing was sent.
+    /// (A failure while a command was being decided is `Unknown`.)
+    #[error("the node failed: {0}")]
+    NodeFailed(String),
 }
 
 /// A forwarded batch, and the leader's answer.
@@ -406,7 +411,9 @@ impl Router {
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 Err(LocalError::Unknown(e.to_string()))
             }
-            Err(RaftError::Fatal(e)) => Err(LocalError::Unknown(format!("raft stopped: {e}"))),
+            // The core stopped (storage error, panic, shutdown): the entry
+            // may have been appended and replicated before it did.
+            Err(RaftError::Fatal(e)) => Err(LocalError::Failed(e.to_string())),
         }
     }
 
@@ -439,6 +446,10 @@ impl Router {
     /// at the leader. Re-routes while nothing can have been applied.
     pub async fn route(&self, commands: Vec<Command>, deadline: Instant) -> Result<Vec<Decided>, ProposeError> {
         let me = self.config.node_id;
+        if let Some(why) = crate::health::failure(&self.raft) {
+            // Nothing was sent: a failed node decides nothing.
+            return Err(ProposeError::NodeFailed(why));
+        }
         for _ in 0..self.config.route_attempts_max {
             let Some((leader, addr)) = self.wait_for_leader(deadline).await else {
                 return Err(ProposeError::NoLeader);
@@ -455,6 +466,9 @@ impl Router {
                         continue;
                     }
                     Ok(Err(LocalError::Unknown(e))) => return Err(ProposeError::Unknown(e)),
+                    Ok(Err(LocalError::Failed(e))) => {
+                        return Err(ProposeError::Unknown(format!("this node failed while deciding: {e}")))
+                    }
                     Err(_) => return Err(ProposeError::Unknown("no decision before the write timeout".into())),
                 }
             }
@@ -470,7 +484,12 @@ impl Router {
                         "the leader answered for a different batch".into(),
                     ))
                 }
-                Ok(ProposeAnswer::NotLeader) | Err(PeerError::NotSent(_)) | Err(PeerError::Refused(_)) => {
+                // Nothing was taken (not the leader, a failed leader, never
+                // sent, refused before acting): re-route.
+                Ok(ProposeAnswer::NotLeader)
+                | Ok(ProposeAnswer::Failed(ProposeError::NodeFailed(_)))
+                | Err(PeerError::NotSent(_))
+                | Err(PeerError::Refused(_)) => {
                     self.pause_before_reroute(deadline).await;
                     continue;
                 }
@@ -494,4 +513,6 @@ pub enum LocalError {
     /// Not the leader; nothing was (or will be) committed.
     NotLeader,
     Unknown(String),
+    /// The Raft core stopped; the outcome is unknown.
+    Failed(String),
 }

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router as AxumRouter;
@@ -21,7 +22,7 @@ use crate::peer::{
 };
 use crate::proposer::{ProposeAnswer, ProposeRequest, Proposer, Router};
 use crate::reads::ReadIndexAnswer;
-use crate::tokens::constant_time_eq;
+use crate::tokens::tokens_equal;
 
 /// Largest Raft RPC body (an AppendEntries of `payload_entries_max` full
 /// batches, or a snapshot chunk).
@@ -54,13 +55,38 @@ pub fn app(node_id: NodeId, identity: PeerIdentity, proposer: Proposer, write_ti
         .route(PATH_PROPOSE, post(propose))
         .route(PATH_READ_INDEX, post(read_index))
         .layer(DefaultBodyLimit::max(RAFT_BODY_BYTES_MAX))
+        // Outermost: the peer token is checked before any body is read.
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
 }
 
-/// Refuses requests meant for another node or cluster, or without the peer
-/// token.
+/// Every Raft RPC passes [`check`] before its handler runs.
+async fn authenticate(State(s): State<RaftState>, req: Request, next: Next) -> Response {
+    match check(&s, req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(refused) => refused,
+    }
+}
+
+/// Refuses requests without the right peer token (first, so nothing about
+/// the node is told to a caller without it), then requests meant for
+/// another node or cluster. A node without a peer token has no peers (it
+/// refuses to start with peers without one) and accepts no Raft RPC.
 fn check(state: &RaftState, headers: &HeaderMap) -> Result<(), Response> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let Some(expected) = &state.identity.peer_token else {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            "this node has no peer token, hence no peers: it accepts no Raft RPC",
+        )
+            .into_response());
+    };
+    let Some(given) = header(HEADER_PEER_TOKEN) else {
+        return Err((StatusCode::UNAUTHORIZED, "peer token required").into_response());
+    };
+    if !tokens_equal(given, expected) {
+        return Err((StatusCode::FORBIDDEN, "wrong peer token").into_response());
+    }
     if header(HEADER_CLUSTER) != Some(state.identity.cluster.as_str()) {
         return Err((
             StatusCode::CONFLICT,
@@ -70,12 +96,6 @@ fn check(state: &RaftState, headers: &HeaderMap) -> Result<(), Response> {
     }
     if header(HEADER_TARGET) != Some(state.node_id.to_string().as_str()) {
         return Err((StatusCode::CONFLICT, format!("this is node {}", state.node_id)).into_response());
-    }
-    if let Some(expected) = &state.identity.peer_token {
-        let given = header(HEADER_PEER_TOKEN).unwrap_or("");
-        if !constant_time_eq(given.as_bytes(), expected.as_bytes()) {
-            return Err((StatusCode::UNAUTHORIZED, "peer token required").into_response());
-        }
     }
     Ok(())
 }
@@ -98,30 +118,21 @@ fn result<T: Serialize, E: Serialize>(r: Result<T, E>) -> Response {
     })
 }
 
-async fn append(State(s): State<RaftState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = check(&s, &headers) {
-        return r;
-    }
+async fn append(State(s): State<RaftState>, body: Bytes) -> Response {
     match decode(&body) {
         Ok(req) => result(s.raft.append_entries(req).await),
         Err(r) => r,
     }
 }
 
-async fn vote(State(s): State<RaftState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = check(&s, &headers) {
-        return r;
-    }
+async fn vote(State(s): State<RaftState>, body: Bytes) -> Response {
     match decode(&body) {
         Ok(req) => result(s.raft.vote(req).await),
         Err(r) => r,
     }
 }
 
-async fn snapshot(State(s): State<RaftState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = check(&s, &headers) {
-        return r;
-    }
+async fn snapshot(State(s): State<RaftState>, body: Bytes) -> Response {
     match decode(&body) {
         Ok(req) => result(s.raft.install_snapshot(req).await),
         Err(r) => r,
@@ -130,10 +141,7 @@ async fn snapshot(State(s): State<RaftState>, headers: HeaderMap, body: Bytes) -
 
 /// A follower's batch: joins this leader's own batch queue, so one entry
 /// carries commands from every node. Refused if this node does not lead.
-async fn propose(State(s): State<RaftState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = check(&s, &headers) {
-        return r;
-    }
+async fn propose(State(s): State<RaftState>, body: Bytes) -> Response {
     let req: ProposeRequest = match decode(&body) {
         Ok(req) => req,
         Err(r) => return r,
@@ -149,10 +157,7 @@ async fn propose(State(s): State<RaftState>, headers: HeaderMap, body: Bytes) ->
     )
 }
 
-async fn read_index(State(s): State<RaftState>, headers: HeaderMap) -> Response {
-    if let Err(r) = check(&s, &headers) {
-        return r;
-    }
+async fn read_index(State(s): State<RaftState>) -> Response {
     encode(&match s.raft.get_read_log_id().await {
         Ok((read_log_id, _)) => ReadIndexAnswer::Index(read_log_id.map(|l| l.index)),
         Err(_) => ReadIndexAnswer::NotLeader,

@@ -22,6 +22,9 @@ pub enum ReadError {
     Timeout,
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// This node's Raft core stopped (see `crate::health`).
+    #[error("the node failed: {0}")]
+    NodeFailed(String),
 }
 
 /// The leader's answer to a follower's read-index request.
@@ -79,6 +82,9 @@ async fn barrier_loop(mut rx: mpsc::Receiver<Waiter>, router: Arc<Router>, timeo
 async fn barrier(router: &Router, deadline: Instant) -> Result<Option<u64>, ReadError> {
     let raft = router.raft();
     let remaining = || deadline.saturating_duration_since(Instant::now());
+    if let Some(why) = crate::health::failure(raft) {
+        return Err(ReadError::NodeFailed(why));
+    }
     let read_index = loop {
         let Some((leader, addr)) = router.leader() else {
             if remaining().is_zero() {
@@ -90,6 +96,7 @@ async fn barrier(router: &Router, deadline: Instant) -> Result<Option<u64>, Read
         if leader == router.node_id() {
             match tokio::time::timeout(remaining(), raft.get_read_log_id()).await {
                 Ok(Ok((read_log_id, _))) => break read_log_id.map(|l| l.index),
+                Ok(Err(openraft::error::RaftError::Fatal(e))) => return Err(ReadError::NodeFailed(e.to_string())),
                 Ok(Err(_)) => return Err(ReadError::NoLeader),
                 Err(_) => return Err(ReadError::Timeout),
             }

@@ -43,6 +43,12 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Compares two secrets in time that depends on neither their contents nor
+/// their lengths (both are hashed first, then compared in constant time).
+pub fn tokens_equal(given: &str, expected: &str) -> bool {
+    constant_time_eq(&hash_token(given), &hash_token(expected))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AdminTokenError {
     #[error("admin token file {path}: {source}")]
@@ -51,6 +57,8 @@ pub enum AdminTokenError {
     Invalid,
     #[error("gateway token must be 16 to {TOKEN_BYTES_MAX} visible ASCII characters and differ from the admin token")]
     InvalidGateway,
+    #[error("peer token must be 16 to {TOKEN_BYTES_MAX} visible ASCII characters and differ from the admin and gateway tokens")]
+    InvalidPeer,
 }
 
 /// Where the admin token came from.
@@ -75,6 +83,16 @@ impl AdminToken {
 pub fn check_gateway_token(gateway: &str, admin: &str) -> Result<(), AdminTokenError> {
     if !valid(gateway) || constant_time_eq(gateway.as_bytes(), admin.as_bytes()) {
         return Err(AdminTokenError::InvalidGateway);
+    }
+    Ok(())
+}
+
+/// The peer token must be a valid token and differ from the admin and
+/// gateway tokens (every node holds it; it must grant nothing on the API).
+pub fn check_peer_token(peer: &str, admin: &str, gateway: Option<&str>) -> Result<(), AdminTokenError> {
+    let same_as = |other: &str| constant_time_eq(peer.as_bytes(), other.as_bytes());
+    if !valid(peer) || same_as(admin) || gateway.is_some_and(same_as) {
+        return Err(AdminTokenError::InvalidPeer);
     }
     Ok(())
 }
@@ -157,5 +175,17 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(tokens_equal("peer-secret-0123456789", "peer-secret-0123456789"));
+        assert!(!tokens_equal("peer-secret-0123456789", "peer-secret-012345678"));
+        assert!(!tokens_equal("", "peer-secret-0123456789"));
+    }
+
+    #[test]
+    fn peer_token_is_long_and_differs_from_the_other_tokens() {
+        let admin = "admin-token-0123456789";
+        assert!(check_peer_token("peer-token-0123456789", admin, None).is_ok());
+        assert!(check_peer_token("short", admin, None).is_err());
+        assert!(check_peer_token(admin, admin, None).is_err());
+        assert!(check_peer_token("gateway-token-0123456789", admin, Some("gateway-token-0123456789")).is_err());
     }
 }

@@ -47,7 +47,9 @@ pub struct ServeArgs {
     /// Admin bearer token; generated into the data dir when absent.
     #[arg(long, env = "SPENDCAP_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
-    /// Shared secret required on Raft RPCs.
+    /// Shared secret required on Raft RPCs: mandatory when the node has
+    /// peers (initial members other than itself, or --join); the same on
+    /// every node. A single node without one accepts no Raft RPC.
     #[arg(long, env = "SPENDCAP_PEER_TOKEN", hide_env_values = true)]
     peer_token: Option<String>,
     /// Bearer token of the x402 gateway (`spendcap gateway --gateway-token`):
@@ -155,11 +157,12 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
         raft,
     };
     let node = Node::start(config).await.context("starting the node")?;
-    if let AdminToken::Generated(token) = &node.admin_token {
-        // Shown once, on stderr, not through the logs.
+    if let AdminToken::Generated(_) = &node.admin_token {
+        // Never the token itself: stderr ends up in log collectors. Only
+        // the path of the file (mode 0600) that holds it.
         eprintln!(
-            "spendcap: generated an admin token (kept in {}/admin-token, mode 0600):\n\n    {token}\n",
-            a.data_dir.display()
+            "spendcap: generated an admin token; read it from {} (mode 0600)",
+            a.data_dir.join("admin-token").display()
         );
     }
     eprintln!(

@@ -350,3 +350,107 @@ async fn whole_cluster_restart_keeps_everything() {
     assert!(again.replayed);
     assert_eq!(again.authorization_id, held.authorization_id);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_with_peers_refuses_to_start_without_a_peer_token() {
+    let mut cluster = Cluster::prepare(3, &[]);
+    cluster.peer_token = None;
+    cluster.spawn(0);
+    let status = cluster
+        .wait_exit(0, Duration::from_secs(60))
+        .expect("a three-member node without a peer token exits");
+    assert!(!status.success());
+    let log = cluster.log_text(0);
+    for needle in ["peer token", "--peer-token", "SPENDCAP_PEER_TOKEN"] {
+        assert!(log.contains(needle), "the error names {needle:?}: {log}");
+    }
+    // A node that joins later will have peers too.
+    let joining = cluster.add_joining_node();
+    let status = cluster
+        .wait_exit(joining, Duration::from_secs(60))
+        .expect("a joining node without a peer token exits");
+    assert!(!status.success());
+    assert!(cluster.log_text(joining).contains("--join"));
+
+    // A single node needs none, and then accepts no Raft RPC at all.
+    let mut single = Cluster::prepare(1, &[]);
+    single.peer_token = None;
+    single.start_all().await;
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!(
+            "http://127.0.0.1:{}{}",
+            single.nodes[0].raft_port,
+            node::peer::PATH_VOTE
+        ))
+        .header(node::peer::HEADER_CLUSTER, "spendcap")
+        .header(node::peer::HEADER_TARGET, "1")
+        .header(node::peer::HEADER_PEER_TOKEN, "any-token-at-all-0123456789")
+        .body(Vec::<u8>::new())
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(resp.status().as_u16(), 401);
+    // ...and refuses to grow into a cluster without one.
+    let e = single
+        .client(0)
+        .add_learner(&AddLearnerRequest {
+            id: 2,
+            raft_addr: "127.0.0.1:9".into(),
+            api_addr: "127.0.0.1:9".into(),
+        })
+        .await
+        .expect_err("no learner without a peer token");
+    assert_eq!(e.code(), Some("peer_token_required"), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn raft_rpcs_without_the_right_peer_token_are_refused_and_change_nothing() {
+    use node::peer::*;
+    let cluster = Cluster::start(3, &[]).await;
+    let admin = cluster.client(0);
+    create_session(&admin, "victim", "10").await;
+    let leader = cluster.leader().await;
+    let digest = cluster.converged().await;
+    // What an attacker on the network would send the leader's Raft port:
+    // a forwarded batch revoking a session.
+    let body = postcard::to_allocvec(&node::proposer::ProposeRequest {
+        commands: vec![ledger::Command::RevokeSession {
+            session_id: ledger::SessionId::new("victim").expect("id"),
+        }],
+    })
+    .expect("encode");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let target = cluster.nodes[leader].id.to_string();
+    let raft_port = cluster.nodes[leader].raft_port;
+    let send = |path: &'static str, token: Option<&'static str>| {
+        let mut req = http
+            .post(format!("http://127.0.0.1:{raft_port}{path}"))
+            .header(HEADER_CLUSTER, "spendcap")
+            .header(HEADER_TARGET, target.clone())
+            .body(body.clone());
+        if let Some(t) = token {
+            req = req.header(HEADER_PEER_TOKEN, t);
+        }
+        req.send()
+    };
+    for path in [PATH_APPEND, PATH_VOTE, PATH_SNAPSHOT, PATH_PROPOSE, PATH_READ_INDEX] {
+        let none = send(path, None).await.expect("answer");
+        assert_eq!(none.status().as_u16(), 401, "{path} without a token");
+        let wrong = send(path, Some("not-the-peer-token-0123456789")).await.expect("answer");
+        assert_eq!(wrong.status().as_u16(), 403, "{path} with a wrong token");
+        let prefix = send(path, Some("test-peer-token")).await.expect("answer");
+        assert_eq!(prefix.status().as_u16(), 403, "{path} with a prefix of the token");
+    }
+    assert_eq!(cluster.converged().await, digest, "refused RPCs changed the state");
+    assert_eq!(admin.get_session("victim").await.expect("read").status, "active");
+
+    // The same request with the peer token is acted on: the refusals above
+    // were about the token, not the body.
+    let ok = send(PATH_PROPOSE, Some(common::PEER_TOKEN)).await.expect("answer");
+    assert_eq!(ok.status().as_u16(), 200);
+    assert_eq!(admin.get_session("victim").await.expect("read").status, "revoked");
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use api::*;
 use client::Client;
-use common::{eventually, Cluster, ADMIN_TOKEN};
+use common::{eventually, Cluster, ADMIN_TOKEN, GATEWAY_TOKEN, PEER_TOKEN};
 
 fn spendcap(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_spendcap"))
@@ -238,11 +238,15 @@ async fn logs_carry_request_ids_and_never_a_token() {
             .await
             .expect("authorize");
     }
-    let _ = cluster
+    const GARBAGE: &str = "sct_not-a-real-token-0123456789";
+    let _ = cluster.client(2).with_token(GARBAGE).get_session("logged").await;
+    // The gateway's token is used too (and the peer token on every Raft RPC).
+    cluster
         .client(2)
-        .with_token("sct_not-a-real-token")
+        .with_token(GATEWAY_TOKEN)
         .get_session("logged")
-        .await;
+        .await
+        .expect("the gateway reads a session");
     let rotated = admin.rotate_token("logged").await.expect("rotate").session_token;
     // Wait until the node that served the requests has logged them.
     eventually("request logs", Duration::from_secs(10), || async {
@@ -252,7 +256,17 @@ async fn logs_carry_request_ids_and_never_a_token() {
     let mut request_lines = 0;
     for i in 0..3 {
         let text = cluster.log_text(i);
-        for secret in [ADMIN_TOKEN, token.as_str(), rotated.as_str()] {
+        // Every secret sent to or between the nodes: admin, peer, gateway,
+        // the session's tokens (before and after rotation), and the
+        // garbage one.
+        for secret in [
+            ADMIN_TOKEN,
+            PEER_TOKEN,
+            GATEWAY_TOKEN,
+            token.as_str(),
+            rotated.as_str(),
+            GARBAGE,
+        ] {
             assert!(!text.contains(secret), "node {i} logged a token");
         }
         for line in text.lines().filter(|l| l.starts_with('{')) {
@@ -265,4 +279,54 @@ async fn logs_carry_request_ids_and_never_a_token() {
         }
     }
     assert!(request_lines >= 5, "found {request_lines} request log lines");
+}
+
+/// A node that generates its admin token writes it to its file (mode 0600)
+/// and prints only the file's path, never the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_generated_admin_token_is_never_printed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("node1");
+    let log = dir.path().join("node1.log");
+    let out = std::fs::File::create(&log).expect("log file");
+    let api = common::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spendcap"))
+        .args(["serve", "--data-dir", &data.display().to_string()])
+        .args(["--api-listen", &format!("127.0.0.1:{api}")])
+        .args(["--raft-listen", &format!("127.0.0.1:{}", common::free_port())])
+        .env("RUST_LOG", "debug")
+        .env_remove("SPENDCAP_ADMIN_TOKEN")
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().expect("log file"))
+        .stderr(out)
+        .spawn()
+        .expect("spawn spendcap serve");
+    let c = Client::with_timeout(&format!("http://127.0.0.1:{api}"), None, Duration::from_secs(5)).expect("client");
+    let ready = eventually("the node ready", Duration::from_secs(60), || {
+        let c = c.clone();
+        async move { c.readyz().await.ok() }
+    })
+    .await;
+    assert_eq!(ready.node_id, 1);
+    let token_file = data.join("admin-token");
+    let token = std::fs::read_to_string(&token_file).expect("the token file");
+    let token = token.trim();
+    assert!(token.len() >= 16);
+    // The token works, and was printed nowhere.
+    c.with_token(token)
+        .cluster_status()
+        .await
+        .expect("the generated token is the admin's");
+    let text = eventually("the startup lines", Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        async move { text.contains("generated an admin token").then_some(text) }
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!text.contains(token), "the admin token was printed: {text}");
+    assert!(
+        text.contains(&token_file.display().to_string()),
+        "the file's path is printed: {text}"
+    );
 }

@@ -90,6 +90,7 @@ impl SpendcapCluster {
             .map(|i| format!("{}={}/{}", i + 1, raft[i], api[i]))
             .collect::<Vec<_>>()
             .join(",");
+        let peer_token = format!("bench-peer-{admin_token}");
         let mut nodes = Vec::with_capacity(NODES);
         for i in 0..NODES {
             let id = i + 1;
@@ -107,7 +108,9 @@ impl SpendcapCluster {
                 .arg("--initial-members")
                 .arg(&members)
                 .arg("--admin-token")
-                .arg(admin_token);
+                .arg(admin_token)
+                // Nodes with peers require a peer token on Raft RPCs.
+                .env("SPENDCAP_PEER_TOKEN", &peer_token);
             if std::env::var_os("RUST_LOG").is_none() {
                 command.env("RUST_LOG", "warn");
             }

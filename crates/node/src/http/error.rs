@@ -10,6 +10,12 @@ use ledger::{HoldStatus, Refusal};
 use crate::proposer::ProposeError;
 use crate::reads::ReadError;
 
+/// The code of [`ApiError::NodeFailed`].
+pub const NODE_FAILED: &str = "node_failed";
+/// The codes of [`ApiError::DeadSession`].
+pub const SESSION_REVOKED: &str = "session_revoked";
+pub const SESSION_EXPIRED: &str = "session_expired";
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The body is not valid JSON or does not fit the request type.
@@ -52,6 +58,15 @@ pub enum ApiError {
     OutcomeUnknown(String),
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// This node's Raft core has stopped (see `crate::health`): it serves
+    /// nothing more, and did nothing for this request. (A failure while a
+    /// command was being decided answers `outcome_unknown`.)
+    #[error("{0}")]
+    NodeFailed(String),
+    /// The session of the calling session token is revoked or expired (by
+    /// log time): it may read, but not write. Nothing was proposed.
+    #[error("{message}")]
+    DeadSession { code: &'static str, message: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -65,12 +80,16 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized | ApiError::UnauthorizedBecause { .. } => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) | ApiError::ForbiddenBecause { .. } => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::ForbiddenBecause { .. } | ApiError::DeadSession { .. } => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::Overloaded | ApiError::NoLeader | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Overloaded | ApiError::NoLeader | ApiError::ShuttingDown | ApiError::NodeFailed(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::OutcomeUnknown(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -86,7 +105,7 @@ impl ApiError {
             ApiError::Unauthorized => api::codes::UNAUTHORIZED,
             ApiError::UnauthorizedBecause { code, .. } => code,
             ApiError::Forbidden(_) => api::codes::FORBIDDEN,
-            ApiError::ForbiddenBecause { code, .. } => code,
+            ApiError::ForbiddenBecause { code, .. } | ApiError::DeadSession { code, .. } => code,
             ApiError::NotFound { code, .. }
             | ApiError::Conflict { code, .. }
             | ApiError::Unprocessable { code, .. } => code,
@@ -95,6 +114,7 @@ impl ApiError {
             ApiError::NoLeader => api::codes::NO_LEADER,
             ApiError::OutcomeUnknown(_) => api::codes::OUTCOME_UNKNOWN,
             ApiError::ShuttingDown => api::codes::SHUTTING_DOWN,
+            ApiError::NodeFailed(_) => NODE_FAILED,
             ApiError::Internal(_) => "internal",
         }
     }
@@ -106,11 +126,29 @@ impl ApiError {
         }
     }
 
+    /// This node has failed before doing anything for the request.
+    pub fn node_failed(why: &str) -> ApiError {
+        ApiError::NodeFailed(format!(
+            "this node has failed and serves nothing ({why}); nothing was done for this request: use another node"
+        ))
+    }
+
     pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::NotFound {
             code,
             message: message.into(),
         }
+    }
+
+    /// A decided command that this node cannot show yet (it has not
+    /// applied the entry in time): the decision exists, so the answer is
+    /// "unknown", never "nothing was applied".
+    pub fn decided_not_readable(index: u64) -> ApiError {
+        metrics::counter!(api::metrics::OUTCOMES_UNKNOWN_TOTAL).increment(1);
+        ApiError::OutcomeUnknown(format!(
+            "decided at log index {index}, but this node has not applied it in time; \
+             a retry with the same idempotency key returns the decision"
+        ))
     }
 
     pub fn body(&self) -> ErrorBody {
@@ -130,7 +168,10 @@ impl IntoResponse for ApiError {
             tracing::error!(code = self.code(), "{self}");
         }
         let mut response = (status, Json(self.body())).into_response();
-        if matches!(self, ApiError::NoLeader | ApiError::Overloaded) {
+        if matches!(
+            self,
+            ApiError::NoLeader | ApiError::Overloaded | ApiError::NodeFailed(_)
+        ) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -145,6 +186,8 @@ impl From<ProposeError> for ApiError {
             ProposeError::NoLeader => ApiError::NoLeader,
             ProposeError::Overloaded => ApiError::Overloaded,
             ProposeError::ShuttingDown => ApiError::ShuttingDown,
+            // Nothing was sent (a failure while deciding is `Unknown`).
+            ProposeError::NodeFailed(why) => ApiError::node_failed(&why),
             ProposeError::Unknown(why) => {
                 metrics::counter!(api::metrics::OUTCOMES_UNKNOWN_TOTAL).increment(1);
                 ApiError::OutcomeUnknown(why)
@@ -156,8 +199,10 @@ impl From<ProposeError> for ApiError {
 impl From<ReadError> for ApiError {
     fn from(e: ReadError) -> Self {
         match e {
+            // A read barrier proposes nothing: "nothing was applied" is true.
             ReadError::NoLeader | ReadError::Timeout => ApiError::NoLeader,
             ReadError::ShuttingDown => ApiError::ShuttingDown,
+            ReadError::NodeFailed(why) => ApiError::node_failed(&why),
         }
     }
 }

@@ -31,19 +31,27 @@ const SESSION_TTL_DEFAULT_SECONDS: u64 = 3600;
 
 // ---- probes -------------------------------------------------------------
 
-pub async fn healthz(State(s): State<AppState>) -> Json<Health> {
+/// Live while the Raft core runs; a failed node (see `crate::health`)
+/// answers `503 node_failed` with the reason.
+pub async fn healthz(State(s): State<AppState>) -> ApiResult<Json<Health>> {
+    if let Some(why) = crate::health::failure(&s.raft) {
+        return Err(ApiError::node_failed(&why));
+    }
     let m = s.raft.metrics().borrow().clone();
-    Json(Health {
+    Ok(Json(Health {
         status: "ok".into(),
         node_id: s.node_id,
         leader_id: m.current_leader,
         applied_index: m.last_applied.map(|l| l.index),
-    })
+    }))
 }
 
 /// Ready when a leader is known and this node has applied at least one
 /// entry of the current log.
 pub async fn readyz(State(s): State<AppState>) -> ApiResult<Json<Health>> {
+    if let Some(why) = crate::health::failure(&s.raft) {
+        return Err(ApiError::node_failed(&why));
+    }
     let m = s.raft.metrics().borrow().clone();
     if m.current_leader.is_none() || m.last_applied.is_none() {
         return Err(ApiError::NoLeader);
@@ -204,6 +212,37 @@ async fn require_issued(s: &AppState, id: HoldId) -> ApiResult<()> {
             format!("no authorization {id}"),
         ))
     }
+}
+
+/// A session token whose session is revoked, or expired by log time as of
+/// this node's state, may still read but may not write (authorize, pin,
+/// capture, void): refused here, before anything is proposed, with
+/// `403 session_revoked` / `403 session_expired`, so a dead token cannot
+/// add records. Revocation is permanent and log time only moves forward,
+/// so what this node has applied is enough to refuse; a session still live
+/// here but already dead at the leader is denied by the ledger itself.
+/// The admin and the gateway are not sessions and pass.
+fn require_live_session(s: &AppState, principal: &Principal) -> ApiResult<()> {
+    let Principal::Session(id) = principal else {
+        return Ok(());
+    };
+    let state = s.sm.read();
+    let Some(session) = state.ledger.session(id) else {
+        return Ok(());
+    };
+    if session.revoked {
+        return Err(ApiError::DeadSession {
+            code: super::error::SESSION_REVOKED,
+            message: "this session was revoked: its token may read, not write".into(),
+        });
+    }
+    if state.ledger.now_ms() >= session.expires_at_ms {
+        return Err(ApiError::DeadSession {
+            code: super::error::SESSION_EXPIRED,
+            message: "this session has expired: its token may read, not write".into(),
+        });
+    }
+    Ok(())
 }
 
 /// How a resolved hold ended, from history (for a precise error code).
@@ -653,6 +692,7 @@ pub async fn authorize(
 async fn authorize_inner(s: AppState, principal: Principal, id: String, req: AuthorizeRequest) -> ApiResult<Decision> {
     let session = session_id(&id)?;
     principal.require_session(&session)?;
+    require_live_session(&s, &principal)?;
     let command = authorize_command(
         &s,
         session.clone(),
@@ -736,6 +776,7 @@ pub async fn capture(
     ApiJson(req): ApiJson<CaptureRequest>,
 ) -> ApiResult<Json<CaptureResponse>> {
     let hold = hold_id(&id)?;
+    require_live_session(&s, &principal)?;
     require_issued(&s, hold).await?;
     let receipt = req.receipt.unwrap_or_default();
     let command = Command::Capture(Capture {
@@ -793,6 +834,7 @@ pub async fn void(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::InvalidJson(format!("Failed to deserialize the JSON body: {e}")))?
     };
+    require_live_session(&s, &principal)?;
     require_issued(&s, hold).await?;
     let command = Command::Void(Void {
         hold_id: hold,
@@ -855,6 +897,7 @@ pub async fn mark_settling(
     ApiJson(req): ApiJson<MarkSettlingRequest>,
 ) -> ApiResult<Json<MarkSettlingResponse>> {
     let hold = hold_id(&id)?;
+    require_live_session(&s, &principal)?;
     require_issued(&s, hold).await?;
     let command = Command::MarkSettling(ledger::MarkSettling {
         hold_id: hold,
@@ -1127,6 +1170,14 @@ pub async fn add_learner(
     principal.require_admin()?;
     if !req.raft_addr.contains(':') || !req.api_addr.contains(':') {
         return Err(ApiError::field("raft_addr", "addresses are host:port"));
+    }
+    if !s.peer_auth {
+        return Err(ApiError::Conflict {
+            code: "peer_token_required",
+            message: "this node runs without a peer token, so it accepts no Raft RPC and can have no peers: \
+                      restart every node with the same --peer-token first"
+                .into(),
+        });
     }
     let node = NodeAddr {
         raft: req.raft_addr,

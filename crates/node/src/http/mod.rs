@@ -6,6 +6,7 @@ pub mod extract;
 mod handlers;
 pub mod views;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post, MethodRouter};
 use axum::{BoxError, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use storage::{NodeId, Raft, StateMachineStore};
@@ -38,6 +39,9 @@ pub struct AppInner {
     pub cluster: String,
     pub admin_token: String,
     pub gateway_token: Option<String>,
+    /// A peer token is configured: without one the node accepts no Raft
+    /// RPC, so it refuses to add members.
+    pub peer_auth: bool,
     pub raft: Raft,
     pub sm: StateMachineStore,
     pub proposer: Proposer,
@@ -59,50 +63,83 @@ impl AppState {
     }
 }
 
+/// Builds a route's method router (given the node's limits).
+type MakeRoute = fn(&Limits) -> MethodRouter<AppState>;
+
+/// Every route of the API, once: (method, path, handler). [`app`] builds
+/// the router from this table and nothing else, so the table is the list
+/// of what the API serves; [`route_table`] exports it (the OpenAPI test
+/// and the authorization matrix test iterate it).
+const ROUTES: &[(&str, &str, MakeRoute)] = &[
+    ("GET", "/healthz", |_| get(handlers::healthz)),
+    ("GET", "/readyz", |_| get(handlers::readyz)),
+    ("GET", "/metrics", |_| get(handlers::metrics)),
+    ("GET", "/v1/openapi.json", |_| get(handlers::openapi)),
+    ("GET", "/console", |_| get(handlers::console)),
+    ("POST", "/v1/budgets", |_| post(handlers::create_budget)),
+    ("GET", "/v1/budgets", |_| get(handlers::list_budgets)),
+    ("GET", "/v1/budgets/{id}", |_| get(handlers::get_budget)),
+    ("PATCH", "/v1/budgets/{id}", |_| patch(handlers::update_budget)),
+    ("POST", "/v1/sessions", |_| post(handlers::create_session)),
+    ("GET", "/v1/sessions", |_| get(handlers::list_sessions)),
+    ("GET", "/v1/session", |_| get(handlers::whoami)),
+    ("GET", "/v1/sessions/{id}", |_| get(handlers::get_session)),
+    ("POST", "/v1/sessions/{id}/revoke", |_| post(handlers::revoke_session)),
+    ("POST", "/v1/sessions/{id}/token", |_| post(handlers::rotate_token)),
+    ("POST", "/v1/sessions/{id}/authorizations", |_| {
+        post(handlers::authorize)
+    }),
+    ("POST", "/v1/batch/authorize", |l| {
+        post(handlers::batch_authorize).layer(DefaultBodyLimit::max(l.batch_request_body_bytes_max))
+    }),
+    ("GET", "/v1/authorizations", |_| get(handlers::list_settling)),
+    ("GET", "/v1/authorizations/{id}", |_| get(handlers::get_authorization)),
+    ("POST", "/v1/authorizations/{id}/settling", |_| {
+        post(handlers::mark_settling)
+    }),
+    ("POST", "/v1/authorizations/{id}/capture", |_| post(handlers::capture)),
+    ("POST", "/v1/authorizations/{id}/void", |_| post(handlers::void)),
+    ("GET", "/v1/receipts", |_| get(handlers::list_receipts)),
+    ("GET", "/v1/receipts/export", |_| get(handlers::export_receipts)),
+    ("GET", "/v1/receipts/{id}", |_| get(handlers::get_receipt)),
+    ("GET", "/v1/decisions/recent", |_| get(handlers::recent_decisions)),
+    ("GET", "/v1/cluster/status", |_| get(handlers::cluster_status)),
+    ("GET", "/v1/cluster/digest", |_| get(handlers::cluster_digest)),
+    ("POST", "/v1/cluster/learners", |_| post(handlers::add_learner)),
+    ("POST", "/v1/cluster/membership", |_| post(handlers::change_membership)),
+    ("POST", "/v1/cluster/snapshot", |_| post(handlers::trigger_snapshot)),
+    ("GET", "/v1/cluster/backup", |_| get(handlers::backup)),
+];
+
+/// Every (method, path) the API serves, as [`app`] registers them.
+pub fn route_table() -> impl Iterator<Item = (&'static str, &'static str)> {
+    ROUTES.iter().map(|(method, path, _)| (*method, *path))
+}
+
+/// Routes a failed node still answers: the probes (which report the
+/// failure) and the metrics (which carry `spendcap_node_failed`).
+const ROUTES_SERVED_WHEN_FAILED: &[&str] = &["/healthz", "/readyz", "/metrics"];
+
 /// Builds the whole API.
 pub fn app(state: AppState) -> Router {
     let limits = state.limits.clone();
-    let api = Router::new()
-        .route("/healthz", get(handlers::healthz))
-        .route("/readyz", get(handlers::readyz))
-        .route("/metrics", get(handlers::metrics))
-        .route("/v1/openapi.json", get(handlers::openapi))
-        .route("/console", get(handlers::console))
-        .route("/v1/budgets", post(handlers::create_budget).get(handlers::list_budgets))
-        .route(
-            "/v1/budgets/{id}",
-            get(handlers::get_budget).patch(handlers::update_budget),
-        )
-        .route(
-            "/v1/sessions",
-            post(handlers::create_session).get(handlers::list_sessions),
-        )
-        .route("/v1/session", get(handlers::whoami))
-        .route("/v1/sessions/{id}", get(handlers::get_session))
-        .route("/v1/sessions/{id}/revoke", post(handlers::revoke_session))
-        .route("/v1/sessions/{id}/token", post(handlers::rotate_token))
-        .route("/v1/sessions/{id}/authorizations", post(handlers::authorize))
-        .route(
-            "/v1/batch/authorize",
-            post(handlers::batch_authorize).layer(DefaultBodyLimit::max(limits.batch_request_body_bytes_max)),
-        )
-        .route("/v1/authorizations", get(handlers::list_settling))
-        .route("/v1/authorizations/{id}", get(handlers::get_authorization))
-        .route("/v1/authorizations/{id}/settling", post(handlers::mark_settling))
-        .route("/v1/authorizations/{id}/capture", post(handlers::capture))
-        .route("/v1/authorizations/{id}/void", post(handlers::void))
-        .route("/v1/receipts", get(handlers::list_receipts))
-        .route("/v1/receipts/export", get(handlers::export_receipts))
-        .route("/v1/receipts/{id}", get(handlers::get_receipt))
-        .route("/v1/decisions/recent", get(handlers::recent_decisions))
-        .route("/v1/cluster/status", get(handlers::cluster_status))
-        .route("/v1/cluster/digest", get(handlers::cluster_digest))
-        .route("/v1/cluster/learners", post(handlers::add_learner))
-        .route("/v1/cluster/membership", post(handlers::change_membership))
-        .route("/v1/cluster/snapshot", post(handlers::trigger_snapshot))
-        .route("/v1/cluster/backup", get(handlers::backup))
+    let mut by_path: BTreeMap<&'static str, MethodRouter<AppState>> = BTreeMap::new();
+    for (_, path, make) in ROUTES {
+        let route = make(&limits);
+        let merged = match by_path.remove(path) {
+            Some(earlier) => earlier.merge(route),
+            None => route,
+        };
+        by_path.insert(*path, merged);
+    }
+    let mut api = Router::new();
+    for (path, route) in by_path {
+        api = api.route(path, route);
+    }
+    let api = api
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), refuse_when_failed))
         .layer(middleware::from_fn(record_metrics))
         .layer(DefaultBodyLimit::max(limits.request_body_bytes_max))
         .with_state(state.clone());
@@ -193,6 +230,18 @@ async fn record_metrics(req: Request, next: Next) -> Response {
     response
 }
 
+/// A failed node (see [`crate::health`]) answers `503 node_failed` on
+/// every route but the probes and the metrics, rather than serving state
+/// that no longer advances.
+async fn refuse_when_failed(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if !ROUTES_SERVED_WHEN_FAILED.contains(&req.uri().path()) {
+        if let Some(why) = crate::health::failure(&state.raft) {
+            return ApiError::node_failed(&why).into_response();
+        }
+    }
+    next.run(req).await
+}
+
 async fn overload_or_timeout(err: BoxError) -> Response {
     if err.is::<tower::load_shed::error::Overloaded>() {
         ApiError::Overloaded.into_response()
@@ -205,7 +254,10 @@ async fn overload_or_timeout(err: BoxError) -> Response {
 }
 
 /// Waits until this node has applied `index` (after a write decided at the
-/// leader), so a view read here reflects it.
+/// leader), so a view read here reflects it. The command is decided: if
+/// this node does not get there in time, the answer is `outcome_unknown`
+/// (a retry with the same key returns the decision), never a code saying
+/// nothing was applied.
 pub(crate) async fn await_applied(state: &State<AppState>, index: u64, timeout: Duration) -> Result<(), ApiError> {
     state
         .raft
@@ -213,24 +265,27 @@ pub(crate) async fn await_applied(state: &State<AppState>, index: u64, timeout: 
         .applied_index_at_least(Some(index), "read your write")
         .await
         .map(|_| ())
-        .map_err(|_| ApiError::NoLeader)
+        .map_err(|_| ApiError::decided_not_readable(index))
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
 
-    /// The routes `app` registers, read from this file's source.
-    fn routes_in_source() -> BTreeSet<String> {
-        let source = include_str!("mod.rs");
-        let app_source = source.split("#[cfg(test)]").next().unwrap_or(source);
-        app_source
-            .split(".route(")
-            .skip(1)
-            .filter_map(|rest| rest.trim_start().strip_prefix('"'))
-            .filter_map(|rest| rest.split('"').next())
-            .map(str::to_string)
-            .collect()
+    use super::*;
+
+    /// The (method, path) pairs the OpenAPI document describes.
+    fn documented() -> BTreeSet<(String, String)> {
+        let doc: serde_json::Value = serde_json::from_str(include_str!("openapi.json")).expect("valid JSON");
+        let mut out = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("path item").keys() {
+                if ["get", "post", "patch", "put", "delete"].contains(&method.as_str()) {
+                    out.insert((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        out
     }
 
     /// The (method, route) pairs `app` registers, read from this file's
@@ -314,10 +369,18 @@ mod tests {
 
     #[test]
     fn openapi_documents_every_route_and_no_other() {
-        let doc: serde_json::Value = serde_json::from_str(include_str!("openapi.json")).expect("valid JSON");
-        let documented: BTreeSet<String> = doc["paths"].as_object().expect("paths").keys().cloned().collect();
-        let routes = routes_in_source();
-        assert!(routes.len() > 20, "found the routes: {routes:?}");
-        assert_eq!(documented, routes);
+        let routes: BTreeSet<(String, String)> = route_table().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+        assert!(routes.len() > 25, "found the routes: {routes:?}");
+        assert_eq!(routes.len(), ROUTES.len(), "a (method, path) appears twice in ROUTES");
+        assert_eq!(documented(), routes);
+    }
+
+    #[test]
+    fn await_applied_timeout_is_outcome_unknown_never_not_applied() {
+        let e = ApiError::decided_not_readable(42);
+        assert_eq!(e.status(), axum::http::StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(e.code(), api::codes::OUTCOME_UNKNOWN);
+        assert!(e.to_string().contains("42"), "{e}");
+        assert!(!e.to_string().contains("nothing was applied"), "{e}");
     }
 }

@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 use client::Client;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// The shared secret of Raft RPCs (mandatory for nodes with peers).
+pub const PEER_TOKEN: &str = "test-peer-token-0123456789";
+/// The x402 gateway's credential.
+pub const GATEWAY_TOKEN: &str = "test-gateway-token-0123456789";
 
 /// Polls `check` until it returns `Some`, or panics after `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
@@ -29,7 +33,7 @@ where
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -60,6 +64,8 @@ pub struct Cluster {
     members: String,
     extra: Vec<String>,
     pub rust_log: String,
+    /// Passed as `--peer-token` (the default) or not at all (`None`).
+    pub peer_token: Option<String>,
     dir: tempfile::TempDir,
 }
 
@@ -128,6 +134,7 @@ impl Cluster {
             members,
             extra: extra.iter().map(|s| s.to_string()).collect(),
             rust_log: "info,openraft=warn".into(),
+            peer_token: Some(PEER_TOKEN.into()),
             dir,
         }
     }
@@ -145,7 +152,8 @@ impl Cluster {
             .append(true)
             .open(&node.log)
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_spendcap"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_spendcap"));
+        command
             .arg("serve")
             .args(["--id", &node.id.to_string()])
             .args(["--data-dir", &node.data_dir.display().to_string()])
@@ -153,8 +161,14 @@ impl Cluster {
             .args(["--raft-listen", &format!("127.0.0.1:{}", node.raft_port)])
             .args(["--initial-members", &self.members])
             .args(["--admin-token", ADMIN_TOKEN])
+            .args(["--gateway-token", GATEWAY_TOKEN])
             .args(&self.extra)
-            .args(more)
+            .args(more);
+        match &self.peer_token {
+            Some(peer) => command.args(["--peer-token", peer]),
+            None => command.env_remove("SPENDCAP_PEER_TOKEN"),
+        };
+        let child = command
             .env("RUST_LOG", &self.rust_log)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
@@ -162,6 +176,21 @@ impl Cluster {
             .spawn()
             .expect("spawn spendcap serve");
         node.child = Some(child);
+    }
+
+    /// Waits (bounded) for node `i` to exit on its own; its exit status, or
+    /// `None` if it still runs after `timeout`.
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let child = self.nodes[i].child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.nodes[i].child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// SIGKILL: a crash.
