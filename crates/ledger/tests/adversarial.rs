@@ -103,7 +103,8 @@ impl World {
             tool: tool(t),
             idempotency_key: None,
             hold_ttl_ms: Some(ttl_ms),
-            context: DecisionContext::default(), credential: None,
+            context: DecisionContext::default(),
+            credential: None,
         }))
     }
 
@@ -160,7 +161,8 @@ fn a_tool_cap_added_while_holds_are_live_counts_them_then_void_and_capture() {
     let void = w.run(Command::Void(Void {
         hold_id: h1,
         caller: Caller::Admin,
-        idempotency_key: None, credential: None,
+        idempotency_key: None,
+        credential: None,
     }));
     assert!(matches!(void, Outcome::Voided { .. }), "{void:?}");
     let capture = w.run(Command::Capture(Capture {
@@ -168,7 +170,8 @@ fn a_tool_cap_added_while_holds_are_live_counts_them_then_void_and_capture() {
         caller: Caller::Gateway,
         amount: Some(AmountInput::Decimal("4".into())),
         receipt: ReceiptInput::default(),
-        idempotency_key: None, credential: None,
+        idempotency_key: None,
+        credential: None,
     }));
     assert!(matches!(capture, Outcome::Captured { .. }), "{capture:?}");
     let cap = gpu_cap(&w, "org");
@@ -263,7 +266,8 @@ fn a_flood_of_one_unit_holds_stops_at_the_session_limit() {
     w.run(Command::Void(Void {
         hold_id: holds[0],
         caller: Caller::Admin,
-        idempotency_key: None, credential: None,
+        idempotency_key: None,
+        credential: None,
     }));
     approved(&w.authorize("s", "0.000001", "t", 60_000));
     // The count survives a reload from the records.
@@ -322,7 +326,8 @@ fn an_entry_above_the_size_limit_is_refused_whole() {
         tool: tool("t"),
         idempotency_key: None,
         hold_ttl_ms: None,
-        context: DecisionContext::default(), credential: None,
+        context: DecisionContext::default(),
+        credential: None,
     });
     w.now += 1000;
     let out = w.entry(vec![authorize.clone(); ENTRY_COMMANDS_MAX + 1]);

@@ -41,7 +41,8 @@ fn sample_entry() -> Entry {
                 tool: Tool::new("search").unwrap(),
                 idempotency_key: Some(IdempotencyKey::new("k").unwrap()),
                 hold_ttl_ms: Some(60_000),
-                context: DecisionContext::default(), credential: None,
+                context: DecisionContext::default(),
+                credential: None,
             }),
             Command::MarkSettling(MarkSettling {
                 hold_id: HoldId(0),
@@ -53,7 +54,8 @@ fn sample_entry() -> Entry {
                 caller: Caller::Admin,
                 amount: Some(AmountInput::Atomic(Amount(1_000_000))),
                 receipt: ReceiptInput::default(),
-                idempotency_key: None, credential: None,
+                idempotency_key: None,
+                credential: None,
             }),
         ],
     }

@@ -130,7 +130,8 @@ fn command(op: &Op) -> Command {
             tool: Tool::new(TOOLS[*tool]).unwrap(),
             idempotency_key: key(*k),
             hold_ttl_ms: Some(u64::from(*ttl_s) * 1000),
-            context: DecisionContext::default(), credential: None,
+            context: DecisionContext::default(),
+            credential: None,
         }),
         Op::Capture {
             hold,
@@ -142,7 +143,8 @@ fn command(op: &Op) -> Command {
             caller: caller(*as_session),
             amount: cents.map(|c| AmountInput::Atomic(Amount(u128::from(c) * 10_000))),
             receipt: ReceiptInput::default(),
-            idempotency_key: key(*k), credential: None,
+            idempotency_key: key(*k),
+            credential: None,
         }),
         Op::Void {
             hold,
@@ -151,7 +153,8 @@ fn command(op: &Op) -> Command {
         } => Command::Void(Void {
             hold_id: HoldId(u64::from(*hold)),
             caller: caller(*as_session),
-            idempotency_key: key(*k), credential: None,
+            idempotency_key: key(*k),
+            credential: None,
         }),
         Op::Settling { hold, as_session } => Command::MarkSettling(MarkSettling {
             hold_id: HoldId(u64::from(*hold)),
@@ -562,7 +565,8 @@ mod whole {
                 tool: tool(*t),
                 idempotency_key: key(*k),
                 hold_ttl_ms: Some(u64::from(*ttl_s) * 1000),
-                context: DecisionContext::default(), credential: None,
+                context: DecisionContext::default(),
+                credential: None,
             }),
             Op::Settle {
                 hold,
@@ -583,7 +587,8 @@ mod whole {
                 caller: caller(*c),
                 amount: cents.map(|c| AmountInput::Atomic(Amount(u128::from(c) * 10_000))),
                 receipt: ReceiptInput::default(),
-                idempotency_key: key(*k), credential: None,
+                idempotency_key: key(*k),
+                credential: None,
             }),
             Op::Void {
                 hold,
@@ -592,7 +597,8 @@ mod whole {
             } => Command::Void(Void {
                 hold_id: HoldId(u64::from(*hold)),
                 caller: caller(*c),
-                idempotency_key: key(*k), credential: None,
+                idempotency_key: key(*k),
+                credential: None,
             }),
             Op::Again => Command::RevokeSession { session_id: sid(3) },
         }

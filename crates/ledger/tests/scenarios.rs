@@ -98,7 +98,8 @@ impl World {
                 trace_id: Some("trace-1".into()),
                 tool_call_id: Some("call-1".into()),
                 note: None,
-            }, credential: None,
+            },
+            credential: None,
         }))
     }
 
@@ -115,7 +116,8 @@ impl World {
                 network: Some("base-sepolia".into()),
                 resource_url: Some("https://api.example/paid".into()),
             },
-            idempotency_key: k.and_then(key), credential: None,
+            idempotency_key: k.and_then(key),
+            credential: None,
         }))
     }
 
@@ -123,7 +125,8 @@ impl World {
         self.run(Command::Void(Void {
             hold_id: hold,
             caller,
-            idempotency_key: None, credential: None,
+            idempotency_key: None,
+            credential: None,
         }))
     }
 
@@ -152,7 +155,8 @@ fn seed_example_three_tens_against_twenty_five() {
                 tool: tool("search"),
                 idempotency_key: key(&format!("k{i}")),
                 hold_ttl_ms: None,
-                context: DecisionContext::default(), credential: None,
+                context: DecisionContext::default(),
+                credential: None,
             })
         })
         .collect();
@@ -539,7 +543,8 @@ fn bad_commands_are_refused_without_effect() {
             tool: tool("t"),
             idempotency_key: None,
             hold_ttl_ms: None,
-            context: DecisionContext::default(), credential: None,
+            context: DecisionContext::default(),
+            credential: None,
         }));
         assert!(
             matches!(out, Outcome::Refused(Refusal::Invalid(_))),
@@ -552,7 +557,8 @@ fn bad_commands_are_refused_without_effect() {
         tool: tool("t"),
         idempotency_key: None,
         hold_ttl_ms: Some(HOLD_TTL_MAX_MS + 1),
-        context: DecisionContext::default(), credential: None,
+        context: DecisionContext::default(),
+        credential: None,
     }));
     assert!(matches!(out, Outcome::Refused(Refusal::Invalid(_))));
     assert_eq!(
@@ -648,7 +654,8 @@ fn a_hold_with_a_payment_in_flight_does_not_expire() {
             caller: Caller::Session(sid("s1")),
             amount: Some(AmountInput::Decimal("1".into())),
             receipt: ReceiptInput::default(),
-            idempotency_key: None, credential: None,
+            idempotency_key: None,
+            credential: None,
         })),
         Outcome::Refused(Refusal::HoldSettling)
     );

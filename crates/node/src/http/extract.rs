@@ -5,7 +5,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
-use ledger::SessionId;
+use ledger::{SessionId, TokenHash};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
@@ -50,7 +50,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Principal {
     Admin,
-    Session(SessionId),
+    /// A session, and the hash of the token it came with: commands carry
+    /// the hash so the ledger can refuse a token superseded by a rotation
+    /// that this node has not applied yet.
+    Session(SessionId, TokenHash),
     /// The x402 gateway's own credential: it may read sessions and
     /// authorizations, pin holds as settling, and capture or void any hold
     /// (pinned ones included); it may not authorize, administer budgets or
@@ -62,7 +65,9 @@ impl Principal {
     pub fn require_admin(&self) -> Result<(), ApiError> {
         match self {
             Principal::Admin => Ok(()),
-            Principal::Session(_) | Principal::Gateway => Err(ApiError::Forbidden("this needs the admin token".into())),
+            Principal::Session(..) | Principal::Gateway => {
+                Err(ApiError::Forbidden("this needs the admin token".into()))
+            }
         }
     }
 
@@ -70,7 +75,7 @@ impl Principal {
     pub fn require_admin_or_gateway(&self) -> Result<(), ApiError> {
         match self {
             Principal::Admin | Principal::Gateway => Ok(()),
-            Principal::Session(_) => Err(ApiError::Forbidden(
+            Principal::Session(..) => Err(ApiError::Forbidden(
                 "this needs the admin token or the gateway token".into(),
             )),
         }
@@ -80,8 +85,8 @@ impl Principal {
     pub fn require_session(&self, id: &SessionId) -> Result<(), ApiError> {
         match self {
             Principal::Admin => Ok(()),
-            Principal::Session(s) if s == id => Ok(()),
-            Principal::Session(_) => Err(ApiError::Forbidden(
+            Principal::Session(s, _) if s == id => Ok(()),
+            Principal::Session(..) => Err(ApiError::Forbidden(
                 "a session token may act only on its own session".into(),
             )),
             Principal::Gateway => Err(ApiError::Forbidden(
@@ -102,8 +107,17 @@ impl Principal {
     pub fn caller(&self) -> ledger::Caller {
         match self {
             Principal::Admin => ledger::Caller::Admin,
-            Principal::Session(s) => ledger::Caller::Session(s.clone()),
+            Principal::Session(s, _) => ledger::Caller::Session(s.clone()),
             Principal::Gateway => ledger::Caller::Gateway,
+        }
+    }
+
+    /// The hash of the session token the request came with (see
+    /// `ledger::Authorize::credential`); `None` for the admin and gateway.
+    pub fn credential(&self) -> Option<TokenHash> {
+        match self {
+            Principal::Session(_, hash) => Some(*hash),
+            Principal::Admin | Principal::Gateway => None,
         }
     }
 }
@@ -134,11 +148,13 @@ impl FromRequestParts<AppState> for Principal {
         let hash = hash_token(token);
         let lookup = || state.sm.read().ledger.session_by_token(&hash).map(|s| s.id.clone());
         if let Some(id) = lookup() {
-            return Ok(Principal::Session(id));
+            return Ok(Principal::Session(id, hash));
         }
         // Perhaps created a moment ago and not applied here yet: catch up
         // with the leader before refusing.
         state.reads.wait().await?;
-        lookup().map(Principal::Session).ok_or(ApiError::Unauthorized)
+        lookup()
+            .map(|id| Principal::Session(id, hash))
+            .ok_or(ApiError::Unauthorized)
     }
 }

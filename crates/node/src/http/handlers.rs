@@ -223,7 +223,7 @@ async fn require_issued(s: &AppState, id: HoldId) -> ApiResult<()> {
 /// here but already dead at the leader is denied by the ledger itself.
 /// The admin and the gateway are not sessions and pass.
 fn require_live_session(s: &AppState, principal: &Principal) -> ApiResult<()> {
-    let Principal::Session(id) = principal else {
+    let Principal::Session(id, _) = principal else {
         return Ok(());
     };
     let state = s.sm.read();
@@ -458,7 +458,7 @@ pub async fn get_session(
 
 /// The caller's own session (a session token's "who am I").
 pub async fn whoami(State(s): State<AppState>, principal: Principal) -> ApiResult<Json<SessionView>> {
-    let Principal::Session(id) = principal else {
+    let Principal::Session(id, _) = principal else {
         return Err(ApiError::not_found(
             "unknown_session",
             "the admin and gateway tokens belong to no session",
@@ -562,6 +562,7 @@ fn authorize_command(
     key: Option<String>,
     hold_seconds: Option<u64>,
     context: Option<api::DecisionContext>,
+    credential: Option<ledger::TokenHash>,
 ) -> ApiResult<Command> {
     let amount = amount_input(amount, amount_atomic)?
         .ok_or_else(|| ApiError::field("amount", "amount or amount_atomic is required"))?;
@@ -577,6 +578,7 @@ fn authorize_command(
         idempotency_key: idempotency_key(key)?,
         hold_ttl_ms: hold_seconds.map(|h| h.saturating_mul(1000)),
         context: context_input(context),
+        credential,
     });
     command.validate().map_err(|e| ApiError::field(e.field, e.message))?;
     Ok(command)
@@ -702,6 +704,7 @@ async fn authorize_inner(s: AppState, principal: Principal, id: String, req: Aut
         req.idempotency_key,
         req.hold_seconds,
         req.context,
+        principal.credential(),
     )?;
     #[cfg(feature = "fault-injection")]
     if crate::fault::local_decide_enabled() {
@@ -739,6 +742,8 @@ pub async fn batch_authorize(
                 item.idempotency_key,
                 item.hold_seconds,
                 item.context,
+                // The batch endpoint is the admin's: no session credential.
+                None,
             )
             .map(|c| (sid, c))
         });
@@ -792,6 +797,7 @@ pub async fn capture(
             resource_url: receipt.resource_url,
         },
         idempotency_key: idempotency_key(req.idempotency_key)?,
+        credential: principal.credential(),
     });
     let d = decide(&s, command).await?;
     match d.outcome {
@@ -840,6 +846,7 @@ pub async fn void(
         hold_id: hold,
         caller: principal.caller(),
         idempotency_key: idempotency_key(req.idempotency_key)?,
+        credential: principal.credential(),
     });
     let d = decide(&s, command).await?;
     match d.outcome {
@@ -963,7 +970,7 @@ pub async fn list_settling(
 fn receipt_filter(principal: &Principal, q: ReceiptQuery) -> ApiResult<ReceiptFilter> {
     let session_id = match principal {
         Principal::Admin => q.session_id,
-        Principal::Session(own) => match q.session_id {
+        Principal::Session(own, _) => match q.session_id {
             Some(other) if other != own.as_str() => {
                 return Err(ApiError::Forbidden(
                     "a session token may read only its own receipts".into(),
