@@ -49,6 +49,7 @@ fn authorize(id: &str, dollars: u64, tool: &str) -> Command {
         idempotency_key: Some(IdempotencyKey::new(format!("{id}-{dollars}-{tool}")).unwrap()),
         hold_ttl_ms: Some(60_000),
         context: DecisionContext::default(),
+        credential: None,
     })
 }
 
@@ -62,6 +63,7 @@ fn capture(hold: u64) -> Command {
             ..ReceiptInput::default()
         },
         idempotency_key: None,
+        credential: None,
     })
 }
 
