@@ -50,8 +50,11 @@ fi
 "$st" --version | grep -q "$SCHEMATHESIS_VERSION" || fail "schemathesis $SCHEMATHESIS_VERSION is not runnable at $st"
 
 # --- one live node -------------------------------------------------------------
-nice cargo build --locked -p spendcap
-bin=target/x86_64-unknown-linux-gnu/debug/spendcap
+# The same build as scripts/test.sh's (a no-op after it): one set of features,
+# so nothing is compiled twice.
+target_dir="${CARGO_TARGET_DIR:-target}"
+nice cargo build --locked --workspace --all-targets
+bin="$target_dir/x86_64-unknown-linux-gnu/debug/spendcap"
 [ -x "$bin" ] || fail "$bin was not built"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/spendcap-api-fuzz.XXXXXX")

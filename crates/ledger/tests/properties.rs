@@ -915,7 +915,9 @@ mod whole {
 
         fn create_budget(&mut self, c: &CreateBudget) -> Outcome {
             if let Some(b) = self.budgets.get(&c.id) {
-                return if b.create.cap == c.cap
+                // A replay matches the budget as it is now (its cap and
+                // tool caps after any update), as the ledger does.
+                return if Amount(b.limit.cap) == c.cap
                     && b.create.parent == c.parent
                     && b.tool_caps
                         .iter()
