@@ -24,8 +24,10 @@ pub(crate) const COLUMN_FAMILIES: [&str; 5] = [CF_LOG, CF_RAFT, CF_STATE, CF_APP
 const DB_WRITE_BUFFER_BYTES_MAX: usize = 64 << 20;
 
 /// Version byte in front of every value this crate writes (the ledger's own
-/// records carry their own).
-pub(crate) const VALUE_FORMAT_VERSION: u8 = 1;
+/// records carry their own). 2: commands carry tool allowlists, blocked
+/// tools, live-hold limits and the caller's credential; a data directory
+/// written by version 1 is refused with an error rather than misread.
+pub(crate) const VALUE_FORMAT_VERSION: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
