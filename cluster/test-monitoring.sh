@@ -72,6 +72,7 @@ mutations=(
   's/^          max by (job) (up{job="spendcap"}) == 0$/          vector(0) > 1/'  # "all down" clause
   's/^      - alert: SpendcapNodeDown$/      - alert: SpendcapNodeDOWN/'         # renamed alert
   's/^            (spendcap_raft_is_leader == 1)$/            (spendcap_raft_is_leader ^ 0)/'  # ex-leader's stale lag counted
+  's/(spendcap_node_failed) > 0$/(spendcap_node_failed) > 1/'  # a failed node never alerts
 )
 mkdir -p "$TMP/neg/monitoring-tests"
 cp cluster/monitoring-tests/alerts.test.yml "$TMP/neg/monitoring-tests/"

@@ -67,11 +67,22 @@ cluster/build-image.sh --binary "${SPENDCAP_BINARY:-$bin_dir/spendcap}" --tag sp
 
 passed=0
 failed=0
+# What each failed run said, repeated at the end so the tail of a CI log
+# names the run and the checker (or the error) that failed.
+failures="$(mktemp)"
+run_log="$(mktemp)"
 run() {
-  if "$harness" run --results-dir "$results" --clients "$clients" --seed "$seed" "$@"; then
+  if "$harness" run --results-dir "$results" --clients "$clients" --seed "$seed" "$@" 2>&1 | tee "$run_log"; then
     passed=$((passed + 1))
   else
     failed=$((failed + 1))
+    {
+      echo "-- failed: $* (seed $seed)"
+      grep -E '^run |INVALID|^valid:|rror|panick' "$run_log" | head -n 20
+      grep -A3 'INVALID' "$run_log" | grep -E '^ +- ' | head -n 10
+      echo "   (last lines)"
+      tail -n 5 "$run_log" | sed 's/^/   /'
+    } >>"$failures"
   fi
 }
 
@@ -114,5 +125,10 @@ if [ "${JEPSEN_SKIP_FAULT:-0}" != 1 ]; then
 fi
 
 echo "results: $results"
+if [ "$failed" != 0 ]; then
+  echo "== failed runs"
+  cat "$failures"
+fi
+rm -f "$failures" "$run_log"
 echo "jepsen: $passed passed, $failed failed"
 [ "$failed" = 0 ]

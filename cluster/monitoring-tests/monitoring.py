@@ -332,7 +332,7 @@ def check_alert_names(root, errors):
             anchor = r.get("annotations", {}).get("runbook", "").split("#")[-1]
             if anchor != r["alert"].lower():
                 errors.append(f"alert {r['alert']}: runbook must point at docs/operations.md#{r['alert'].lower()}")
-    for wanted in ("SpendcapNoLeader", "SpendcapReplicationLagHigh", "SpendcapFsyncLatencyHigh", "SpendcapBudgetNearCap"):
+    for wanted in ("SpendcapNoLeader", "SpendcapNodeFailed", "SpendcapReplicationLagHigh", "SpendcapFsyncLatencyHigh", "SpendcapBudgetNearCap"):
         if wanted not in names:
             errors.append(f"alerts.yml: no {wanted}")
     tests = open(os.path.join(root, "cluster/monitoring-tests/alerts.test.yml")).read()
