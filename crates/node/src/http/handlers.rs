@@ -250,6 +250,26 @@ fn resolved_status(s: &AppState, id: HoldId) -> Option<HoldStatus> {
     s.sm.store().resolved_hold(id).ok().flatten().map(|h| h.status)
 }
 
+/// The error for a capture, void or pin the ledger refused because the
+/// hold is no longer live. The ledger keeps no resolved holds in memory, so
+/// how the hold ended (captured, voided, expired) comes from this node's
+/// history — read only after this node has applied the refusing entry: a
+/// follower that lags would not yet have the void that came first and
+/// would wrongly answer `authorization_expired`. If this node cannot catch
+/// up in time the answer is `outcome_unknown` (a retry tells), never a
+/// wrong code.
+async fn not_active(s: &AppState, r: Refusal, hold: HoldId, log_index: u64) -> ApiError {
+    if let Err(e) = await_applied(&State(s.clone()), log_index, s.limits.read_timeout).await {
+        return e;
+    }
+    match resolved_status(s, hold) {
+        Some(status) => refusal(r, Some(status)),
+        None => ApiError::Internal(format!(
+            "authorization {hold} is neither live nor in history at index {log_index}"
+        )),
+    }
+}
+
 // ---- budgets ------------------------------------------------------------
 
 pub async fn create_budget(
@@ -820,7 +840,7 @@ pub async fn capture(
                 position: position(&d),
             }))
         }
-        Outcome::Refused(r @ Refusal::AuthorizationNotActive { .. }) => Err(refusal(r, resolved_status(&s, hold))),
+        Outcome::Refused(r @ Refusal::AuthorizationNotActive { .. }) => Err(not_active(&s, r, hold, d.log_index).await),
         Outcome::Refused(r) => Err(refusal(r, None)),
         other => Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
     }
@@ -861,7 +881,7 @@ pub async fn void(
                 position: position(&d),
             }))
         }
-        Outcome::Refused(r @ Refusal::AuthorizationNotActive { .. }) => Err(refusal(r, resolved_status(&s, hold))),
+        Outcome::Refused(r @ Refusal::AuthorizationNotActive { .. }) => Err(not_active(&s, r, hold, d.log_index).await),
         Outcome::Refused(r) => Err(refusal(r, None)),
         other => Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
     }
@@ -918,7 +938,7 @@ pub async fn mark_settling(
             already,
             position: position(&d),
         })),
-        Outcome::Refused(r @ Refusal::AuthorizationNotActive { .. }) => Err(refusal(r, resolved_status(&s, hold))),
+        Outcome::Refused(r @ Refusal::AuthorizationNotActive { .. }) => Err(not_active(&s, r, hold, d.log_index).await),
         Outcome::Refused(r) => Err(refusal(r, None)),
         other => Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
     }
