@@ -428,26 +428,32 @@ impl HoldStatus {
 }
 
 /// Why an authorization was denied. A denial moves no money; its idempotency
-/// key (if any) remembers it, so a retry gets the same denial.
+/// key (if any) remembers it, so a retry gets the same denial. A reason that
+/// names an amount carries the session's asset, so the answer can be
+/// formatted from the outcome alone.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DenyReason {
     UnknownSession,
     SessionRevoked,
     SessionExpired,
-    /// The session's own cap; `remaining` is what it has left.
+    /// The session's own cap; `remaining` is what it has left, in `asset`
+    /// (the session's).
     SessionCap {
         remaining: Amount,
+        asset: Asset,
     },
     /// A per-tool cap on the session (`budget_id: None`) or on a budget.
     ToolCap {
         tool: Tool,
         budget_id: Option<BudgetId>,
         remaining: Amount,
+        asset: Asset,
     },
     /// A budget the session draws from, directly or through its ancestors.
     BudgetCap {
         budget_id: BudgetId,
         remaining: Amount,
+        asset: Asset,
     },
     /// The session has a tool allowlist and the tool is not on it.
     ToolNotAllowed,
@@ -577,6 +583,8 @@ pub struct Approval {
     pub at: Position,
     pub hold_id: HoldId,
     pub amount: Amount,
+    /// The session's asset: the unit of the amounts here.
+    pub asset: Asset,
     /// What the session has left after this hold.
     pub session_remaining: Amount,
     pub expires_at_ms: u64,
@@ -588,6 +596,8 @@ pub struct Captured {
     pub hold_id: HoldId,
     pub receipt_id: ReceiptId,
     pub captured: Amount,
+    /// The session's asset: the unit of the amounts here.
+    pub asset: Asset,
     /// The part of the hold given back.
     pub released: Amount,
 }
@@ -621,6 +631,8 @@ pub enum Outcome {
         at: Position,
         hold_id: HoldId,
         released: Amount,
+        /// The session's asset: the unit of `released`.
+        asset: Asset,
         replayed: bool,
     },
     SettlingMarked {

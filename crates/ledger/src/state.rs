@@ -717,6 +717,7 @@ impl Ledger {
             .find(|(l, _)| matches!(l, Level::Session))
             .map(|(_, u)| u.remaining(session.limit.cap))
             .unwrap_or_default();
+        let asset = session.asset.clone();
         self.write_plan(&c.session_id, &c.tool, plan);
 
         let hold_id = HoldId(self.meta.next_hold_id);
@@ -749,6 +750,7 @@ impl Ledger {
                 at: self.position,
                 hold_id,
                 amount,
+                asset,
                 session_remaining,
                 expires_at_ms,
             },
@@ -853,12 +855,14 @@ impl Ledger {
                     tool: c.tool.clone(),
                     budget_id: None,
                     remaining: tc.remaining(),
+                    asset: session.asset.clone(),
                 }));
             }
         }
         if !session.limit.usage.fits(session.limit.cap, amount) {
             return Err(Outcome::Denied(DenyReason::SessionCap {
                 remaining: session.limit.remaining(),
+                asset: session.asset.clone(),
             }));
         }
         for budget_id in &chain {
@@ -869,6 +873,7 @@ impl Ledger {
                         tool: c.tool.clone(),
                         budget_id: Some(budget_id.clone()),
                         remaining: tc.remaining(),
+                        asset: session.asset.clone(),
                     }));
                 }
             }
@@ -876,6 +881,7 @@ impl Ledger {
                 return Err(Outcome::Denied(DenyReason::BudgetCap {
                     budget_id: budget_id.clone(),
                     remaining: b.limit.remaining(),
+                    asset: session.asset.clone(),
                 }));
             }
         }
@@ -955,6 +961,7 @@ impl Ledger {
             return inconsistent("receipt ids are exhausted");
         };
         let owner = session.id.clone();
+        let asset = session.asset.clone();
         let receipt_id = ReceiptId(self.meta.next_receipt_id);
         let receipt = Receipt {
             id: receipt_id,
@@ -988,6 +995,7 @@ impl Ledger {
                 hold_id: c.hold_id,
                 receipt_id,
                 captured,
+                asset,
                 released,
             },
             replayed: false,
@@ -1008,6 +1016,10 @@ impl Ledger {
         };
         let released = hold.amount;
         let owner = hold.session_id.clone();
+        // Sessions are never removed: a live hold's session exists.
+        let Some(asset) = self.sessions.get(&owner).map(|s| s.asset.clone()) else {
+            return inconsistent("a live hold's session is missing");
+        };
         if let Err(outcome) = self.resolve_hold(c.hold_id, HoldStatus::Voided, Amount::ZERO, None) {
             return outcome;
         }
@@ -1015,6 +1027,7 @@ impl Ledger {
             at: self.position,
             hold_id: c.hold_id,
             released,
+            asset,
             replayed: false,
         };
         self.remember(key, Some(owner), fp, &outcome);

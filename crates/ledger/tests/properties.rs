@@ -1098,10 +1098,12 @@ mod whole {
                     tool: c.tool.clone(),
                     budget_id: None,
                     remaining: Amount(u.left()),
+                    asset: s.create.asset.clone(),
                 })
             } else if !s.limit.fits(amount) {
                 Some(DenyReason::SessionCap {
                     remaining: Amount(s.limit.left()),
+                    asset: s.create.asset.clone(),
                 })
             } else {
                 chain.iter().find_map(|id| {
@@ -1111,11 +1113,13 @@ mod whole {
                             tool: c.tool.clone(),
                             budget_id: Some(id.clone()),
                             remaining: Amount(u.left()),
+                            asset: s.create.asset.clone(),
                         });
                     }
                     (!b.limit.fits(amount)).then(|| DenyReason::BudgetCap {
                         budget_id: id.clone(),
                         remaining: Amount(b.limit.left()),
+                        asset: s.create.asset.clone(),
                     })
                 })
             };
@@ -1125,6 +1129,7 @@ mod whole {
                 return o;
             }
             let s = self.sessions.get_mut(&c.session_id).unwrap();
+            let asset = s.create.asset.clone();
             for u in std::iter::once(&mut s.limit).chain(s.tool_caps.get_mut(&c.tool)) {
                 u.held += amount;
             }
@@ -1153,6 +1158,7 @@ mod whole {
                     at,
                     hold_id: HoldId(hold_id),
                     amount: Amount(amount),
+                    asset,
                     session_remaining,
                     expires_at_ms,
                 },
@@ -1255,6 +1261,7 @@ mod whole {
                     hold_id: c.hold_id,
                     receipt_id,
                     captured: Amount(captured),
+                    asset: self.sessions[&h.session].create.asset.clone(),
                     released: Amount(h.amount - captured),
                 },
                 replayed: false,
@@ -1274,6 +1281,7 @@ mod whole {
                 at,
                 hold_id: c.hold_id,
                 released: Amount(h.amount),
+                asset: self.sessions[&h.session].create.asset.clone(),
                 replayed: false,
             };
             self.remember(format!("h/{}", c.hold_id.0), &c.idempotency_key, &h.session, fp, &o);

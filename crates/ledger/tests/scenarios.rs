@@ -169,7 +169,13 @@ fn seed_example_three_tens_against_twenty_five() {
     );
     let approvals = out.iter().filter(|o| matches!(o, Outcome::Approved { .. })).count();
     assert_eq!(approvals, 2);
-    assert_eq!(out[2], Outcome::Denied(DenyReason::SessionCap { remaining: usd("5") }));
+    assert_eq!(
+        out[2],
+        Outcome::Denied(DenyReason::SessionCap {
+            remaining: usd("5"),
+            asset: Asset::usdc(),
+        })
+    );
     assert_eq!(w.remaining("s1"), usd("5"));
 }
 
@@ -187,7 +193,13 @@ fn denial_moves_no_money_but_binds_its_key() {
     };
     let before = money(&w);
     let out = w.authorize("s1", "10", "t", Some("b"));
-    assert_eq!(out, Outcome::Denied(DenyReason::SessionCap { remaining: usd("5") }));
+    assert_eq!(
+        out,
+        Outcome::Denied(DenyReason::SessionCap {
+            remaining: usd("5"),
+            asset: Asset::usdc(),
+        })
+    );
     assert_eq!(
         before,
         money(&w),
@@ -204,7 +216,10 @@ fn denial_moves_no_money_but_binds_its_key() {
     w.void(HoldId(0), Caller::Admin);
     assert_eq!(
         w.authorize("s1", "10", "t", Some("b")),
-        Outcome::Denied(DenyReason::SessionCap { remaining: usd("5") })
+        Outcome::Denied(DenyReason::SessionCap {
+            remaining: usd("5"),
+            asset: Asset::usdc(),
+        })
     );
     assert_eq!(w.remaining("s1"), usd("25"));
     // The same key with other parameters is a conflict; a new key is decided.
@@ -354,6 +369,7 @@ fn budget_tree_caps_every_level() {
         Outcome::Denied(DenyReason::BudgetCap {
             budget_id: bid("team:research"),
             remaining: usd("10"),
+            asset: Asset::usdc(),
         })
     );
     assert_eq!(
@@ -362,6 +378,7 @@ fn budget_tree_caps_every_level() {
             tool: tool("gpu"),
             budget_id: Some(bid("team:research")),
             remaining: usd("5"),
+            asset: Asset::usdc(),
         })
     );
     approved(&w.authorize("s2", "5", "gpu", None));
@@ -375,6 +392,7 @@ fn budget_tree_caps_every_level() {
         Outcome::Denied(DenyReason::BudgetCap {
             budget_id: bid("org:acme"),
             remaining: usd("75"),
+            asset: Asset::usdc(),
         })
     );
 }
@@ -390,6 +408,7 @@ fn session_tool_cap() {
             tool: tool("search"),
             budget_id: None,
             remaining: usd("1"),
+            asset: Asset::usdc(),
         })
     );
     approved(&w.authorize("s1", "20", "other", None));

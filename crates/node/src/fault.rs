@@ -22,8 +22,7 @@ use std::time::{Duration, Instant};
 
 use ledger::{Command, Outcome};
 
-use crate::http::AppState;
-use crate::proposer::Decided;
+use crate::node_reads::NodeReads;
 
 static FAKE_HOLD_IDS: AtomicU64 = AtomicU64::new(u64::MAX / 2);
 
@@ -78,41 +77,32 @@ pub fn clock_offset_ms() -> i64 {
     offset
 }
 
-/// Approves from local state if the session's cap seems to have room.
-pub fn local_decide(s: &AppState, command: &Command) -> Option<Decided> {
+/// The `local-decide` approval: made up from this node's local state when
+/// the session's cap seems to have room, positioned at the index this node
+/// has applied. The HTTP layer answers with it at once and proposes the
+/// real command in the background (`http/authorizations.rs`).
+pub fn local_approval(local: &NodeReads<'_>, command: &Command) -> Option<Outcome> {
     let Command::Authorize(a) = command else { return None };
-    let state = s.sm.read();
-    let session = state.ledger.session(&a.session_id)?;
+    let read = local.session(&a.session_id)?;
+    let session = &read.session;
     let amount = a.amount.resolve(session.asset.decimals).ok()?;
     if session.limit.remaining() < amount {
         return None;
     }
-    let remaining = session.limit.remaining().saturating_sub(amount);
-    let index = state.last_applied.map(|l| l.index).unwrap_or(0);
-    let hold_id = ledger::HoldId(FAKE_HOLD_IDS.fetch_add(1, Ordering::Relaxed));
-    let proposer = s.proposer.clone();
-    let timeout = s.limits.write_timeout;
-    let background = command.clone();
-    tokio::spawn(async move {
-        let _ = proposer.propose(background, timeout).await;
-    });
-    Some(Decided {
-        outcome: Outcome::Approved {
-            approval: ledger::Approval {
-                at: ledger::Position {
-                    log_index: index,
-                    batch_position: 0,
-                    time_ms: state.ledger.now_ms(),
-                },
-                hold_id,
-                amount,
-                session_remaining: remaining,
-                expires_at_ms: state.ledger.now_ms() + ledger::HOLD_TTL_DEFAULT_MS,
+    let now_ms = local.now_ms();
+    Some(Outcome::Approved {
+        approval: ledger::Approval {
+            at: ledger::Position {
+                log_index: read.applied_index,
+                batch_position: 0,
+                time_ms: now_ms,
             },
-            replayed: false,
+            hold_id: ledger::HoldId(FAKE_HOLD_IDS.fetch_add(1, Ordering::Relaxed)),
+            amount,
+            asset: session.asset.clone(),
+            session_remaining: session.limit.remaining().saturating_sub(amount),
+            expires_at_ms: now_ms + ledger::HOLD_TTL_DEFAULT_MS,
         },
-        log_index: index,
-        batch_position: 0,
-        time_ms: state.ledger.now_ms(),
+        replayed: false,
     })
 }

@@ -6,9 +6,11 @@
 //! - [`reads`]: linearizable reads on every node (read index + wait).
 //! - [`peer`] and [`raft_server`]: Raft RPCs over HTTP with postcard bodies,
 //!   addressed to a node id and cluster.
-//! - [`http`]: the JSON API (axum).
+//! - [`http`]: the JSON API (axum); [`app_state`] is what its handlers are
+//!   given, [`node_reads`] what they may read of the applied state.
 //! - [`node`]: startup, bootstrap, shutdown, background tasks.
 
+pub mod app_state;
 pub mod clock;
 pub mod config;
 #[cfg(feature = "fault-injection")]
@@ -17,6 +19,7 @@ pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod node;
+pub mod node_reads;
 pub mod peer;
 pub mod proposer;
 pub mod raft_server;

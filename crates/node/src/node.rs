@@ -13,8 +13,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::app_state::{AppInner, AppState};
 use crate::config::NodeConfig;
-use crate::http::{self, AppInner, AppState};
+use crate::http;
 use crate::peer::{Network, PeerIdentity};
 use crate::proposer::{now_ms, Proposer, ProposerConfig};
 use crate::reads::ReadBarrier;

@@ -16,6 +16,9 @@ pub const NODE_FAILED: &str = "node_failed";
 pub const SESSION_REVOKED: &str = "session_revoked";
 pub const SESSION_EXPIRED: &str = "session_expired";
 
+/// What a handler (and each step it takes) returns.
+pub type ApiResult<T> = Result<T, ApiError>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The body is not valid JSON or does not fit the request type.

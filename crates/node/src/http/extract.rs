@@ -9,7 +9,7 @@ use ledger::{SessionId, TokenHash};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use super::AppState;
+use crate::app_state::AppState;
 use crate::tokens::{constant_time_eq, hash_token, SESSION_TOKEN_PREFIX, TOKEN_BYTES_MAX};
 
 /// A JSON body; rejections become `invalid_json`, `body_too_large` or
@@ -146,7 +146,7 @@ impl FromRequestParts<AppState> for Principal {
             return Err(ApiError::Unauthorized);
         }
         let hash = hash_token(token);
-        let lookup = || state.sm.read().ledger.session_by_token(&hash).map(|s| s.id.clone());
+        let lookup = || state.local().session_by_token(&hash);
         if let Some(id) = lookup() {
             return Ok(Principal::Session(id, hash));
         }

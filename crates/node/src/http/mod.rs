@@ -1,15 +1,29 @@
-//! The client API: one function builds the app ([`app`]); state is passed
-//! as [`AppState`], never through globals.
+//! The client API: one function builds the app ([`app`]) from one route
+//! table ([`ROUTES`]); state is passed as [`AppState`], never through
+//! globals.
+//!
+//! Handlers, by resource: `probes`, `budgets`, `sessions`,
+//! `authorizations`, `receipts`, `cluster`. What they share: `inputs`
+//! (requests as ledger values and commands), [`views`] (what the API
+//! answers), `calls` (propose, read barrier, preconditions), [`extract`]
+//! (body, query, caller) and [`error`] (the one error enum).
 
+mod authorizations;
+mod budgets;
+mod calls;
+mod cluster;
 pub mod error;
 pub mod extract;
-mod handlers;
+mod inputs;
+mod probes;
+mod receipts;
+mod sessions;
 pub mod views;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -18,50 +32,15 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post, MethodRouter};
 use axum::{BoxError, Router};
-use metrics_exporter_prometheus::PrometheusHandle;
-use storage::{NodeId, Raft, StateMachineStore};
+use storage::NodeId;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 
+use crate::app_state::AppState;
 use crate::config::Limits;
-use crate::proposer::Proposer;
-use crate::reads::ReadBarrier;
 use error::ApiError;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
-/// Everything a handler may use.
-#[derive(Clone)]
-pub struct AppState(Arc<AppInner>);
-
-pub struct AppInner {
-    pub node_id: NodeId,
-    pub cluster: String,
-    pub admin_token: String,
-    pub gateway_token: Option<String>,
-    /// A peer token is configured: without one the node accepts no Raft
-    /// RPC, so it refuses to add members.
-    pub peer_auth: bool,
-    pub raft: Raft,
-    pub sm: StateMachineStore,
-    pub proposer: Proposer,
-    pub reads: ReadBarrier,
-    pub limits: Limits,
-    pub metrics: PrometheusHandle,
-}
-
-impl std::ops::Deref for AppState {
-    type Target = AppInner;
-    fn deref(&self) -> &AppInner {
-        &self.0
-    }
-}
-
-impl AppState {
-    pub fn new(inner: AppInner) -> Self {
-        AppState(Arc::new(inner))
-    }
-}
 
 /// Builds a route's method router (given the node's limits).
 type MakeRoute = fn(&Limits) -> MethodRouter<AppState>;
@@ -71,44 +50,48 @@ type MakeRoute = fn(&Limits) -> MethodRouter<AppState>;
 /// of what the API serves; [`route_table`] exports it (the OpenAPI test
 /// and the authorization matrix test iterate it).
 const ROUTES: &[(&str, &str, MakeRoute)] = &[
-    ("GET", "/healthz", |_| get(handlers::healthz)),
-    ("GET", "/readyz", |_| get(handlers::readyz)),
-    ("GET", "/metrics", |_| get(handlers::metrics)),
-    ("GET", "/v1/openapi.json", |_| get(handlers::openapi)),
-    ("GET", "/console", |_| get(handlers::console)),
-    ("POST", "/v1/budgets", |_| post(handlers::create_budget)),
-    ("GET", "/v1/budgets", |_| get(handlers::list_budgets)),
-    ("GET", "/v1/budgets/{id}", |_| get(handlers::get_budget)),
-    ("PATCH", "/v1/budgets/{id}", |_| patch(handlers::update_budget)),
-    ("POST", "/v1/sessions", |_| post(handlers::create_session)),
-    ("GET", "/v1/sessions", |_| get(handlers::list_sessions)),
-    ("GET", "/v1/session", |_| get(handlers::whoami)),
-    ("GET", "/v1/sessions/{id}", |_| get(handlers::get_session)),
-    ("POST", "/v1/sessions/{id}/revoke", |_| post(handlers::revoke_session)),
-    ("POST", "/v1/sessions/{id}/token", |_| post(handlers::rotate_token)),
+    ("GET", "/healthz", |_| get(probes::healthz)),
+    ("GET", "/readyz", |_| get(probes::readyz)),
+    ("GET", "/metrics", |_| get(probes::metrics)),
+    ("GET", "/v1/openapi.json", |_| get(probes::openapi)),
+    ("GET", "/console", |_| get(probes::console)),
+    ("POST", "/v1/budgets", |_| post(budgets::create_budget)),
+    ("GET", "/v1/budgets", |_| get(budgets::list_budgets)),
+    ("GET", "/v1/budgets/{id}", |_| get(budgets::get_budget)),
+    ("PATCH", "/v1/budgets/{id}", |_| patch(budgets::update_budget)),
+    ("POST", "/v1/sessions", |_| post(sessions::create_session)),
+    ("GET", "/v1/sessions", |_| get(sessions::list_sessions)),
+    ("GET", "/v1/session", |_| get(sessions::whoami)),
+    ("GET", "/v1/sessions/{id}", |_| get(sessions::get_session)),
+    ("POST", "/v1/sessions/{id}/revoke", |_| post(sessions::revoke_session)),
+    ("POST", "/v1/sessions/{id}/token", |_| post(sessions::rotate_token)),
     ("POST", "/v1/sessions/{id}/authorizations", |_| {
-        post(handlers::authorize)
+        post(authorizations::authorize)
     }),
     ("POST", "/v1/batch/authorize", |l| {
-        post(handlers::batch_authorize).layer(DefaultBodyLimit::max(l.batch_request_body_bytes_max))
+        post(authorizations::batch_authorize).layer(DefaultBodyLimit::max(l.batch_request_body_bytes_max))
     }),
-    ("GET", "/v1/authorizations", |_| get(handlers::list_settling)),
-    ("GET", "/v1/authorizations/{id}", |_| get(handlers::get_authorization)),
+    ("GET", "/v1/authorizations", |_| get(authorizations::list_settling)),
+    ("GET", "/v1/authorizations/{id}", |_| {
+        get(authorizations::get_authorization)
+    }),
     ("POST", "/v1/authorizations/{id}/settling", |_| {
-        post(handlers::mark_settling)
+        post(authorizations::mark_settling)
     }),
-    ("POST", "/v1/authorizations/{id}/capture", |_| post(handlers::capture)),
-    ("POST", "/v1/authorizations/{id}/void", |_| post(handlers::void)),
-    ("GET", "/v1/receipts", |_| get(handlers::list_receipts)),
-    ("GET", "/v1/receipts/export", |_| get(handlers::export_receipts)),
-    ("GET", "/v1/receipts/{id}", |_| get(handlers::get_receipt)),
-    ("GET", "/v1/decisions/recent", |_| get(handlers::recent_decisions)),
-    ("GET", "/v1/cluster/status", |_| get(handlers::cluster_status)),
-    ("GET", "/v1/cluster/digest", |_| get(handlers::cluster_digest)),
-    ("POST", "/v1/cluster/learners", |_| post(handlers::add_learner)),
-    ("POST", "/v1/cluster/membership", |_| post(handlers::change_membership)),
-    ("POST", "/v1/cluster/snapshot", |_| post(handlers::trigger_snapshot)),
-    ("GET", "/v1/cluster/backup", |_| get(handlers::backup)),
+    ("POST", "/v1/authorizations/{id}/capture", |_| {
+        post(authorizations::capture)
+    }),
+    ("POST", "/v1/authorizations/{id}/void", |_| post(authorizations::void)),
+    ("GET", "/v1/receipts", |_| get(receipts::list_receipts)),
+    ("GET", "/v1/receipts/export", |_| get(receipts::export_receipts)),
+    ("GET", "/v1/receipts/{id}", |_| get(receipts::get_receipt)),
+    ("GET", "/v1/decisions/recent", |_| get(receipts::recent_decisions)),
+    ("GET", "/v1/cluster/status", |_| get(cluster::cluster_status)),
+    ("GET", "/v1/cluster/digest", |_| get(cluster::cluster_digest)),
+    ("POST", "/v1/cluster/learners", |_| post(cluster::add_learner)),
+    ("POST", "/v1/cluster/membership", |_| post(cluster::change_membership)),
+    ("POST", "/v1/cluster/snapshot", |_| post(cluster::trigger_snapshot)),
+    ("GET", "/v1/cluster/backup", |_| get(cluster::backup)),
 ];
 
 /// Every (method, path) the API serves, as [`app`] registers them.
@@ -137,8 +120,8 @@ pub fn app(state: AppState) -> Router {
         api = api.route(path, route);
     }
     let api = api
-        .fallback(handlers::not_found)
-        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .fallback(probes::not_found)
+        .method_not_allowed_fallback(probes::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), refuse_when_failed))
         .layer(middleware::from_fn(record_metrics))
         .layer(DefaultBodyLimit::max(limits.request_body_bytes_max))
@@ -251,21 +234,6 @@ async fn overload_or_timeout(err: BoxError) -> Response {
     } else {
         ApiError::Internal(err.to_string()).into_response()
     }
-}
-
-/// Waits until this node has applied `index` (after a write decided at the
-/// leader), so a view read here reflects it. The command is decided: if
-/// this node does not get there in time, the answer is `outcome_unknown`
-/// (a retry with the same key returns the decision), never a code saying
-/// nothing was applied.
-pub(crate) async fn await_applied(state: &State<AppState>, index: u64, timeout: Duration) -> Result<(), ApiError> {
-    state
-        .raft
-        .wait(Some(timeout))
-        .applied_index_at_least(Some(index), "read your write")
-        .await
-        .map(|_| ())
-        .map_err(|_| ApiError::decided_not_readable(index))
 }
 
 #[cfg(test)]

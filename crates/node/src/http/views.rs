@@ -1,14 +1,14 @@
-//! Ledger records as API views, and API requests as ledger commands.
+//! What the API answers: ledger records and outcomes as API views (amounts
+//! formatted in their asset), decisions, log positions and pages.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use api::{AuthorizationView, BudgetView, CapView, ReceiptView, SessionView};
-use ledger::amount::{parse_atomic, parse_decimal, parse_positive};
-use ledger::{
-    Amount, AmountInput, Asset, AssetCode, Budget, CapUsage, DecisionContext, Hold, Ledger, Receipt, Session, Tool,
-};
+use api::{AuthorizationView, BudgetView, CapView, Decision, LogPosition, Page, ReceiptView, SessionView};
+use ledger::{Amount, Asset, Budget, CapUsage, DecisionContext, DenyReason, Hold, Outcome, Receipt, SessionId, Tool};
 
-use super::error::ApiError;
+use super::error::{refusal, ApiError};
+use crate::node_reads::SessionRead;
+use crate::proposer::Decided;
 
 pub fn money(a: Amount, asset: &Asset) -> String {
     a.to_decimal_string(asset.decimals)
@@ -43,14 +43,10 @@ pub fn budget_view(b: &Budget) -> BudgetView {
     }
 }
 
-pub fn session_view(ledger: &Ledger, s: &Session, read_index: u64) -> SessionView {
-    let status = if s.revoked {
-        "revoked"
-    } else if ledger.now_ms() >= s.expires_at_ms {
-        "expired"
-    } else {
-        "active"
-    };
+/// A session as read at `read_index` (the index the read waited for, or
+/// the index of the write that changed it).
+pub fn session_view(read: &SessionRead, read_index: u64) -> SessionView {
+    let s = &read.session;
     SessionView {
         id: s.id.to_string(),
         asset: s.asset.code.to_string(),
@@ -59,17 +55,17 @@ pub fn session_view(ledger: &Ledger, s: &Session, read_index: u64) -> SessionVie
         spent: money(s.limit.usage.spent, &s.asset),
         held: money(s.limit.usage.held, &s.asset),
         remaining: money(s.limit.remaining(), &s.asset),
-        available: money(ledger.available(s, None), &s.asset),
+        available: money(read.available, &s.asset),
         tool_caps: tool_caps_view(&s.tool_caps, &s.asset),
         budget: s.budget.as_ref().map(|b| b.to_string()),
         tools: s.tools.as_ref().map(tool_names),
         live_holds_max: s.live_holds_max,
-        live_holds: ledger.live_holds_of(&s.id),
+        live_holds: read.live_holds,
         agent_id: s.agent_id.clone(),
         wallet_address: s.wallet_address.clone(),
         created_at_ms: s.created_at_ms,
         expires_at_ms: s.expires_at_ms,
-        status: status.to_string(),
+        status: read.status.as_str().to_string(),
         read_index,
     }
 }
@@ -79,15 +75,6 @@ pub fn context_view(c: &DecisionContext) -> api::DecisionContext {
         trace_id: c.trace_id.clone(),
         tool_call_id: c.tool_call_id.clone(),
         note: c.note.clone(),
-    }
-}
-
-pub fn context_input(c: Option<api::DecisionContext>) -> DecisionContext {
-    let c = c.unwrap_or_default();
-    DecisionContext {
-        trace_id: c.trace_id,
-        tool_call_id: c.tool_call_id,
-        note: c.note,
     }
 }
 
@@ -134,100 +121,198 @@ pub fn receipt_view(r: &Receipt) -> ReceiptView {
     }
 }
 
-/// The asset a request names: USDC with 6 decimals by default; other assets
-/// must state their decimals.
-pub fn asset_input(code: Option<String>, decimals: Option<u8>) -> Result<Asset, ApiError> {
-    let code = code.unwrap_or_else(|| "USDC".to_string());
-    let decimals = match (code.as_str(), decimals) {
-        (_, Some(d)) => d,
-        ("USDC", None) => 6,
-        (_, None) => return Err(ApiError::field("decimals", "required for assets other than USDC")),
-    };
-    if decimals > ledger::amount::ASSET_DECIMALS_MAX {
-        return Err(ApiError::field(
-            "decimals",
-            format!("at most {}", ledger::amount::ASSET_DECIMALS_MAX),
-        ));
-    }
-    if code == "USDC" && decimals != 6 {
-        return Err(ApiError::field("decimals", "USDC has 6 decimals"));
-    }
-    let code = AssetCode::new(code).map_err(|e| ApiError::field("asset", e))?;
-    Ok(Asset { code, decimals })
-}
-
-/// A positive cap in the asset's unit.
-pub fn cap_input(field: &str, text: &str, asset: &Asset) -> Result<Amount, ApiError> {
-    parse_positive(text, asset.decimals).map_err(|e| ApiError::InvalidAmount(format!("{field}: {e}")))
-}
-
-pub fn tool_caps_input(caps: BTreeMap<String, String>, asset: &Asset) -> Result<BTreeMap<Tool, Amount>, ApiError> {
-    if caps.len() > ledger::TOOL_CAPS_MAX {
-        return Err(ApiError::field(
-            "tool_caps",
-            format!("at most {} per-tool caps", ledger::TOOL_CAPS_MAX),
-        ));
-    }
-    caps.into_iter()
-        .map(|(t, c)| {
-            let tool = Tool::new(t).map_err(|e| ApiError::field("tool_caps", e))?;
-            let cap = cap_input(&format!("tool_caps.{tool}"), &c, asset)?;
-            Ok((tool, cap))
-        })
-        .collect()
-}
-
 fn tool_names(tools: &BTreeSet<Tool>) -> BTreeSet<String> {
     tools.iter().map(|t| t.to_string()).collect()
 }
 
-/// A set of tool names (a session's allowlist, a budget's blocked tools),
-/// at most [`ledger::TOOL_SET_MAX`].
-pub fn tool_set_input(field: &str, tools: BTreeSet<String>) -> Result<BTreeSet<Tool>, ApiError> {
-    if tools.len() > ledger::TOOL_SET_MAX {
-        return Err(ApiError::field(
-            field,
-            format!("at most {} tools", ledger::TOOL_SET_MAX),
-        ));
-    }
-    tools
-        .into_iter()
-        .map(|t| Tool::new(t).map_err(|e| ApiError::field(field, e)))
-        .collect()
-}
-
-/// An amount given as `amount` (decimal) or `amount_atomic` (integer), not
-/// both. Syntax is checked here; the decimals against the session's asset
-/// are checked by the ledger.
-pub fn amount_input(amount: Option<String>, atomic: Option<String>) -> Result<Option<AmountInput>, ApiError> {
-    match (amount, atomic) {
-        (Some(_), Some(_)) => Err(ApiError::field("amount", "give amount or amount_atomic, not both")),
-        (Some(text), None) => {
-            let input = AmountInput::Decimal(text);
-            input
-                .check_syntax()
-                .map_err(|e| ApiError::InvalidAmount(format!("amount: {e}")))?;
-            Ok(Some(input))
-        }
-        (None, Some(text)) => {
-            let a = parse_atomic(&text).map_err(|e| ApiError::InvalidAmount(format!("amount_atomic: {e}")))?;
-            if a.is_zero() {
-                return Err(ApiError::InvalidAmount(
-                    "amount_atomic: amount must be greater than zero".into(),
-                ));
-            }
-            Ok(Some(AmountInput::Atomic(a)))
-        }
-        (None, None) => Ok(None),
+/// Where a decided command sits in the log (see [`Decided::position`]).
+pub fn position(d: &Decided) -> LogPosition {
+    let p = d.position();
+    LogPosition {
+        log_index: p.log_index,
+        batch_position: p.batch_position,
+        log_time_ms: p.time_ms,
     }
 }
 
-/// Resolves an amount against a known asset, for a fast local check.
-pub fn check_against(input: &AmountInput, asset: &Asset) -> Result<(), ApiError> {
-    match input {
-        AmountInput::Decimal(text) => parse_decimal(text, asset.decimals)
-            .map(|_| ())
-            .map_err(|e| ApiError::InvalidAmount(format!("amount: {e}"))),
-        AmountInput::Atomic(_) => Ok(()),
+/// One page of a listing that asked for at most `limit` items: when it is
+/// full, `next_after` is the key of its last item (the caller continues
+/// after it); a shorter page is the last.
+pub fn page<T>(items: Vec<T>, limit: usize, key: impl Fn(&T) -> String) -> Page<T> {
+    let next_after = if items.len() == limit {
+        items.last().map(key)
+    } else {
+        None
+    };
+    Page { items, next_after }
+}
+
+/// An authorization's decision as the API shows it, from the outcome alone
+/// (it carries the session's asset); an error for a refusal.
+pub fn decision_view(session: &SessionId, d: &Decided) -> Result<Decision, ApiError> {
+    let mut out = Decision {
+        decision: String::new(),
+        session_id: session.to_string(),
+        authorization_id: None,
+        amount: None,
+        expires_at_ms: None,
+        reason: None,
+        budget_id: None,
+        tool: None,
+        remaining: None,
+        message: None,
+        replayed: false,
+        position: position(d),
+    };
+    match &d.outcome {
+        Outcome::Approved { approval, replayed } => {
+            out.decision = "approved".into();
+            out.authorization_id = Some(approval.hold_id.to_string());
+            out.amount = Some(money(approval.amount, &approval.asset));
+            out.expires_at_ms = Some(approval.expires_at_ms);
+            out.remaining = Some(money(approval.session_remaining, &approval.asset));
+            out.replayed = *replayed;
+        }
+        Outcome::Denied(reason) => {
+            out.decision = "denied".into();
+            out.reason = Some(reason.code().into());
+            // Only the reasons that are caps name an amount (and its asset);
+            // an unknown session has neither.
+            let (remaining, message) = match reason {
+                DenyReason::SessionCap { remaining, asset } => (
+                    Some(money(*remaining, asset)),
+                    "the session's cap would be exceeded".to_string(),
+                ),
+                DenyReason::ToolCap {
+                    tool,
+                    budget_id,
+                    remaining,
+                    asset,
+                } => {
+                    out.tool = Some(tool.to_string());
+                    out.budget_id = budget_id.as_ref().map(|b| b.to_string());
+                    (
+                        Some(money(*remaining, asset)),
+                        format!("the cap on tool {tool} would be exceeded"),
+                    )
+                }
+                DenyReason::BudgetCap {
+                    budget_id,
+                    remaining,
+                    asset,
+                } => {
+                    out.budget_id = Some(budget_id.to_string());
+                    (
+                        Some(money(*remaining, asset)),
+                        format!("budget {budget_id} would be exceeded"),
+                    )
+                }
+                DenyReason::SessionExpired => (None, "the session has expired".into()),
+                DenyReason::SessionRevoked => (None, "the session was revoked".into()),
+                DenyReason::UnknownSession => (None, "no such session".into()),
+                DenyReason::ToolNotAllowed => (None, "the session's tool allowlist does not include this tool".into()),
+                DenyReason::ToolBlocked { budget_id } => {
+                    out.budget_id = Some(budget_id.to_string());
+                    (None, format!("budget {budget_id} blocks this tool"))
+                }
+                DenyReason::TooManyHolds { limit } => (
+                    None,
+                    format!("the session has {limit} live authorizations, its limit: capture or void some first"),
+                ),
+            };
+            out.remaining = remaining;
+            out.message = Some(message);
+        }
+        Outcome::Refused(r) => return Err(refusal(r.clone(), None)),
+        other => return Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use ledger::{Approval, AssetCode, BudgetId, HoldId, Position};
+
+    use super::*;
+
+    fn decided(outcome: Outcome) -> Decided {
+        Decided {
+            outcome,
+            log_index: 9,
+            batch_position: 1,
+            time_ms: 5,
+        }
+    }
+
+    fn cents() -> Asset {
+        Asset {
+            code: AssetCode::new("EURC").expect("valid code"),
+            decimals: 2,
+        }
+    }
+
+    #[test]
+    fn a_full_page_points_past_its_last_item_and_a_short_one_ends() {
+        let full = page(vec!["a", "b"], 2, |s| s.to_string());
+        assert_eq!(full.next_after.as_deref(), Some("b"));
+        let short = page(vec!["a"], 2, |s| s.to_string());
+        assert_eq!(short.next_after, None);
+        let empty = page(Vec::<&str>::new(), 2, |s| s.to_string());
+        assert_eq!(empty.next_after, None);
+    }
+
+    #[test]
+    fn an_approval_is_formatted_in_the_asset_it_carries() {
+        let at = Position {
+            log_index: 3,
+            batch_position: 2,
+            time_ms: 4,
+        };
+        let d = decided(Outcome::Approved {
+            approval: Approval {
+                at,
+                hold_id: HoldId(7),
+                amount: Amount(150),
+                asset: cents(),
+                session_remaining: Amount(1_000),
+                expires_at_ms: 99,
+            },
+            replayed: true,
+        });
+        let v = decision_view(&SessionId::new("s1").expect("valid id"), &d).expect("a decision");
+        assert_eq!(v.decision, "approved");
+        assert_eq!(v.amount.as_deref(), Some("1.50"));
+        assert_eq!(v.remaining.as_deref(), Some("10.00"));
+        assert!(v.replayed);
+        // A replay keeps the first decision's position.
+        assert_eq!((v.position.log_index, v.position.batch_position), (3, 2));
+    }
+
+    #[test]
+    fn a_cap_denial_is_formatted_in_its_asset_and_an_unknown_session_needs_none() {
+        let d = decided(Outcome::Denied(DenyReason::BudgetCap {
+            budget_id: BudgetId::new("team").expect("valid id"),
+            remaining: Amount(5),
+            asset: cents(),
+        }));
+        let v = decision_view(&SessionId::new("s1").expect("valid id"), &d).expect("a decision");
+        assert_eq!(
+            (v.decision.as_str(), v.reason.as_deref(), v.budget_id.as_deref()),
+            ("denied", Some("budget_cap"), Some("team"))
+        );
+        assert_eq!(v.remaining.as_deref(), Some("0.05"));
+        assert_eq!((v.position.log_index, v.position.batch_position), (9, 1));
+
+        let d = decided(Outcome::Denied(DenyReason::UnknownSession));
+        let v = decision_view(&SessionId::new("s2").expect("valid id"), &d).expect("a decision");
+        assert_eq!(v.reason.as_deref(), Some("unknown_session"));
+        assert_eq!((v.amount, v.remaining), (None, None));
+    }
+
+    #[test]
+    fn a_refusal_is_an_error_not_a_decision() {
+        let d = decided(Outcome::Refused(ledger::Refusal::TokenSuperseded));
+        let e = decision_view(&SessionId::new("s1").expect("valid id"), &d).expect_err("a refusal");
+        assert_eq!(e.code(), "token_superseded");
     }
 }
