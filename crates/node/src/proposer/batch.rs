@@ -304,7 +304,7 @@ mod tests {
     #[test]
     fn empty_groups_ride_along() {
         let t0 = Instant::now();
-        let mut b = Batcher::new(policy(2, 0, 1));
+        let mut b = Batcher::new(policy(3, 0, 1));
         let mut q: VecDeque<_> = [("tick", 0), ("a", 2), ("tick2", 0)].into();
         assert_eq!(drain(&mut b, &mut q, t0), vec![vec!["tick", "a", "tick2"]]);
     }
