@@ -35,7 +35,7 @@ pub enum ProposeAnswer {
 
 /// Why proposing on this node failed.
 #[derive(Debug)]
-pub enum LocalError {
+enum LocalError {
     /// Not the leader; nothing was (or will be) committed.
     NotLeader,
     Unknown(String),
@@ -169,7 +169,7 @@ impl LeaderLink {
     /// empty batch (an expiry tick: an entry that only advances log time)
     /// is proposed only here, and only if this node leads: log time is the
     /// leader's to move.
-    pub async fn decide(&self, commands: Vec<Command>, deadline: Instant) -> Result<Vec<Decided>, ProposeError> {
+    pub(super) async fn decide(&self, commands: Vec<Command>, deadline: Instant) -> Result<Vec<Decided>, ProposeError> {
         if let Some(why) = crate::health::failure(&self.raft) {
             // Nothing was sent: a failed node decides nothing.
             return Err(ProposeError::NodeFailed(why));
