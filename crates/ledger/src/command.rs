@@ -35,6 +35,14 @@ pub const IDEMPOTENCY_WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
 /// Longest URL kept in a receipt, in bytes.
 pub const URL_BYTES_MAX: usize = 2048;
 
+// Limits that relate, checked when the crate compiles.
+const _: () = assert!(
+    IDEMPOTENCY_WINDOW_MS > HOLD_TTL_MAX_MS,
+    "a retry must find its key while the first hold may still be live"
+);
+const _: () = assert!(HOLD_TTL_DEFAULT_MS <= HOLD_TTL_MAX_MS);
+const _: () = assert!(SESSION_LIVE_HOLDS_DEFAULT <= SESSION_LIVE_HOLDS_MAX);
+
 /// The SHA-256 of a session token. Only the hash is replicated.
 pub type TokenHash = [u8; 32];
 

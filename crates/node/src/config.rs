@@ -35,6 +35,47 @@ pub struct NodeConfig {
     pub raft: RaftTuning,
 }
 
+/// Default of [`Limits::batch_commands_max`].
+pub const BATCH_COMMANDS_MAX_DEFAULT: usize = 1024;
+/// Default of [`Limits::proposal_queue_max`].
+pub const PROPOSAL_QUEUE_MAX_DEFAULT: usize = 65_536;
+
+// Limits that relate, checked when the crate compiles (configurable ones
+// again in `Limits::validate`).
+const _: () = assert!(
+    api::BATCH_ITEMS_MAX <= ledger::ENTRY_COMMANDS_MAX,
+    "the batch endpoint's items are decided in one entry"
+);
+const _: () = assert!(
+    BATCH_COMMANDS_MAX_DEFAULT >= 1 && BATCH_COMMANDS_MAX_DEFAULT <= ledger::ENTRY_COMMANDS_MAX,
+    "a batch is one entry"
+);
+const _: () = assert!(
+    PROPOSAL_QUEUE_MAX_DEFAULT >= api::BATCH_ITEMS_MAX && PROPOSAL_QUEUE_MAX_DEFAULT >= BATCH_COMMANDS_MAX_DEFAULT,
+    "the queue must hold a whole batch request and a follower's whole batch"
+);
+
+/// A configured limit the node cannot work with.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LimitsError {
+    #[error(
+        "batch_commands_max (--batch-commands-max) is {0}: it must be between 1 and {max}, the most commands \
+         one log entry may carry (ledger::ENTRY_COMMANDS_MAX)",
+        max = ledger::ENTRY_COMMANDS_MAX
+    )]
+    BatchCommands(usize),
+    #[error("batches_in_flight_max (--batches-in-flight-max) is 0: at least one batch must be allowed in flight")]
+    BatchesInFlight,
+    #[error(
+        "proposal_queue_max is {queue}: it must hold at least a whole batch request ({items} items) and a whole \
+         batch ({batch} commands)",
+        items = api::BATCH_ITEMS_MAX
+    )]
+    ProposalQueue { queue: usize, batch: usize },
+    #[error("route_attempts_max is 0: a write must be tried at least once")]
+    RouteAttempts,
+}
+
 /// Named limits for every queue, batch, body and wait.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -80,8 +121,8 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(5),
-            proposal_queue_max: 65_536,
-            batch_commands_max: 1024,
+            proposal_queue_max: PROPOSAL_QUEUE_MAX_DEFAULT,
+            batch_commands_max: BATCH_COMMANDS_MAX_DEFAULT,
             batch_linger: Duration::from_micros(0),
             batches_in_flight_max: 2,
             route_attempts_max: 20,
@@ -89,6 +130,29 @@ impl Default for Limits {
             metrics_sessions_max: 50,
             clock_skew_max: Duration::from_secs(2),
         }
+    }
+}
+
+impl Limits {
+    /// Refuses limits that relate wrongly (what the constants' compile-time
+    /// checks above say for the defaults).
+    pub fn validate(&self) -> Result<(), LimitsError> {
+        if self.batch_commands_max == 0 || self.batch_commands_max > ledger::ENTRY_COMMANDS_MAX {
+            return Err(LimitsError::BatchCommands(self.batch_commands_max));
+        }
+        if self.batches_in_flight_max == 0 {
+            return Err(LimitsError::BatchesInFlight);
+        }
+        if self.proposal_queue_max < api::BATCH_ITEMS_MAX.max(self.batch_commands_max) {
+            return Err(LimitsError::ProposalQueue {
+                queue: self.proposal_queue_max,
+                batch: self.batch_commands_max,
+            });
+        }
+        if self.route_attempts_max == 0 {
+            return Err(LimitsError::RouteAttempts);
+        }
+        Ok(())
     }
 }
 
@@ -162,6 +226,37 @@ pub fn parse_members(text: &str) -> Result<BTreeMap<NodeId, NodeAddr>, MembersEr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_limits_are_valid() {
+        assert_eq!(Limits::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn limits_that_relate_wrongly_are_refused() {
+        let with = |f: fn(&mut Limits)| {
+            let mut l = Limits::default();
+            f(&mut l);
+            l.validate()
+        };
+        assert_eq!(
+            with(|l| l.batch_commands_max = ledger::ENTRY_COMMANDS_MAX + 1),
+            Err(LimitsError::BatchCommands(ledger::ENTRY_COMMANDS_MAX + 1))
+        );
+        assert_eq!(with(|l| l.batch_commands_max = ledger::ENTRY_COMMANDS_MAX), Ok(()));
+        assert_eq!(with(|l| l.batch_commands_max = 0), Err(LimitsError::BatchCommands(0)));
+        assert_eq!(with(|l| l.batches_in_flight_max = 0), Err(LimitsError::BatchesInFlight));
+        assert!(matches!(
+            with(|l| l.proposal_queue_max = api::BATCH_ITEMS_MAX - 1),
+            Err(LimitsError::ProposalQueue { .. })
+        ));
+        assert_eq!(with(|l| l.route_attempts_max = 0), Err(LimitsError::RouteAttempts));
+        let message = with(|l| l.batch_commands_max = 5000).unwrap_err().to_string();
+        assert!(
+            message.contains("--batch-commands-max") && message.contains("4096"),
+            "{message}"
+        );
+    }
 
     #[test]
     fn members_parse() {

@@ -1,8 +1,11 @@
 //! A spendcap node: the imperative shell around the pure ledger.
 //!
-//! - [`proposer`]: batches concurrent commands into one Raft entry at the
-//!   leader (followers forward), and knows whether a failure means "not
-//!   applied" or "unknown".
+//! - [`proposer`]: the one way into Raft. Every write is queued there and
+//!   batched into one entry (a pure policy, `proposer::batch`), proposed by
+//!   the leader or forwarded to it (`proposer::forward::LeaderLink`), and
+//!   stamped with the leader's clock (`proposer::stamp`, bounded by
+//!   [`clock`]); it knows whether a failure means "not applied" or
+//!   "unknown".
 //! - [`reads`]: linearizable reads on every node (read index + wait).
 //! - [`peer`] and [`raft_server`]: Raft RPCs over HTTP with postcard bodies,
 //!   addressed to a node id and cluster.

@@ -33,6 +33,8 @@ pub enum NodeError {
     Storage(#[from] storage::StoreError),
     #[error("admin token: {0}")]
     AdminToken(#[from] crate::tokens::AdminTokenError),
+    #[error("limits: {0}")]
+    Limits(#[from] crate::config::LimitsError),
     #[error("raft configuration: {0}")]
     RaftConfig(String),
     #[error("raft: {0}")]
@@ -106,6 +108,7 @@ impl Node {
             crate::tokens::check_gateway_token(g, admin_token.value())?;
         }
         check_peer_auth(&config, admin_token.value())?;
+        config.limits.validate()?;
         #[cfg(feature = "fault-injection")]
         crate::fault::init_clock(&config.data_dir);
         let (log_store, sm) = storage::open_raft_storage(&config.data_dir)?;
@@ -140,13 +143,14 @@ impl Node {
         })?;
 
         let limits = config.limits.clone();
+        let limits_write_timeout = limits.write_timeout;
         let proposer = Proposer::start(
             raft.clone(),
             network,
             ProposerConfig {
                 node_id: config.node_id,
                 queue_max: limits.proposal_queue_max,
-                batch_commands_max: limits.batch_commands_max.min(ledger::ENTRY_COMMANDS_MAX),
+                batch_commands_max: limits.batch_commands_max,
                 batch_linger: limits.batch_linger,
                 batches_in_flight_max: limits.batches_in_flight_max,
                 route_attempts_max: limits.route_attempts_max,
@@ -154,7 +158,7 @@ impl Node {
                 log_time_at_start_ms,
             },
         );
-        let reads = ReadBarrier::start(proposer.router().clone(), limits.read_timeout);
+        let reads = ReadBarrier::start(proposer.leader_link().clone(), limits.read_timeout);
         let (shutdown, _) = watch::channel(false);
         let mut tasks = Vec::new();
 
@@ -178,7 +182,7 @@ impl Node {
         tasks.push(tokio::spawn(expiry_ticks(
             proposer,
             sm.clone(),
-            config.node_id,
+            limits_write_timeout,
             shutdown.subscribe(),
         )));
         tasks.push(tokio::spawn(snapshot_ticks(
@@ -288,12 +292,13 @@ async fn snapshot_ticks(raft: Raft, sm: StateMachineStore, log_bytes_min: u64, m
     }
 }
 
-/// On the leader, proposes an empty entry when a hold or idempotency key is
-/// due, so expiry happens by log time even without traffic. On a follower,
+/// On the leader, gets an entry stamped now onto the log (through the
+/// proposer's queue: alone it is an empty entry) when a hold or idempotency
+/// key is due, so expiry happens by log time even without traffic. On a follower,
 /// notes log time for the clock policy, and compares it with this node's
 /// clock (metric; a warning when log time runs ahead of it by more than the
 /// allowed skew).
-async fn expiry_ticks(proposer: Proposer, sm: StateMachineStore, node_id: NodeId, mut stop: watch::Receiver<bool>) {
+async fn expiry_ticks(proposer: Proposer, sm: StateMachineStore, timeout: Duration, mut stop: watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(EXPIRY_TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_log_ms = 0u64;
@@ -303,16 +308,16 @@ async fn expiry_ticks(proposer: Proposer, sm: StateMachineStore, node_id: NodeId
             _ = interval.tick() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let router = proposer.router();
-        let leading = router.leader().map(|(id, _)| id) == Some(node_id);
+        let link = proposer.leader_link();
+        let leading = link.is_leader();
         let log_ms = sm.read().ledger.now_ms();
         if log_ms > last_log_ms {
             last_log_ms = log_ms;
             let skew_ms = i128::from(log_ms) - i128::from(now_ms());
             metrics::gauge!(api::metrics::CLOCK_LOG_SKEW_SECONDS).set(skew_ms as f64 / 1000.0);
             if !leading {
-                router.observe_log_time(log_ms);
-                let allowed = i128::from(router.clock_skew_max_ms());
+                link.stamper().observe_log_time(log_ms);
+                let allowed = i128::from(link.stamper().skew_max_ms());
                 let quiet = last_warning.is_some_and(|t| t.elapsed() < CLOCK_WARNING_INTERVAL);
                 if skew_ms.abs() > allowed && !quiet {
                     last_warning = Some(std::time::Instant::now());
@@ -327,10 +332,10 @@ async fn expiry_ticks(proposer: Proposer, sm: StateMachineStore, node_id: NodeId
         if !leading {
             continue;
         }
-        let stamp = router.stamp_now().time_ms;
+        let stamp = link.stamper().stamp_now().time_ms;
         let due = sm.read().ledger.next_deadline_ms().is_some_and(|d| d <= stamp);
         if due {
-            if let Err(e) = router.propose_here(Vec::new()).await {
+            if let Err(e) = proposer.propose_tick(timeout).await {
                 tracing::debug!(?e, "expiry tick not proposed");
             }
         }

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::Router as AxumRouter;
+use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use storage::{NodeId, Raft};
@@ -20,7 +20,7 @@ use crate::peer::{
     PeerIdentity, RpcResult, HEADER_CLUSTER, HEADER_PEER_TOKEN, HEADER_TARGET, PATH_APPEND, PATH_PROPOSE,
     PATH_READ_INDEX, PATH_SNAPSHOT, PATH_VOTE,
 };
-use crate::proposer::{ProposeAnswer, ProposeRequest, Proposer, Router};
+use crate::proposer::{LeaderLink, ProposeAnswer, ProposeRequest, Proposer};
 use crate::reads::ReadIndexAnswer;
 use crate::tokens::tokens_equal;
 
@@ -33,22 +33,22 @@ struct RaftState {
     node_id: NodeId,
     identity: PeerIdentity,
     raft: Raft,
-    router: Arc<Router>,
+    link: Arc<LeaderLink>,
     proposer: Proposer,
     write_timeout: Duration,
 }
 
-pub fn app(node_id: NodeId, identity: PeerIdentity, proposer: Proposer, write_timeout: Duration) -> AxumRouter {
-    let router = proposer.router().clone();
+pub fn app(node_id: NodeId, identity: PeerIdentity, proposer: Proposer, write_timeout: Duration) -> Router {
+    let link = proposer.leader_link().clone();
     let state = RaftState {
         node_id,
         identity,
-        raft: router.raft().clone(),
-        router,
+        raft: link.raft().clone(),
+        link,
         proposer,
         write_timeout,
     };
-    AxumRouter::new()
+    Router::new()
         .route(PATH_APPEND, post(append))
         .route(PATH_VOTE, post(vote))
         .route(PATH_SNAPSHOT, post(snapshot))
@@ -146,7 +146,7 @@ async fn propose(State(s): State<RaftState>, body: Bytes) -> Response {
         Ok(req) => req,
         Err(r) => return r,
     };
-    if s.router.leader().map(|(id, _)| id) != Some(s.node_id) {
+    if s.link.leader().map(|(id, _)| id) != Some(s.node_id) {
         return encode(&ProposeAnswer::NotLeader);
     }
     encode(

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::peer::{PeerError, PATH_READ_INDEX};
-use crate::proposer::Router;
+use crate::proposer::LeaderLink;
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ReadError {
@@ -46,9 +46,9 @@ pub struct ReadBarrier {
 }
 
 impl ReadBarrier {
-    pub fn start(router: Arc<Router>, timeout: Duration) -> ReadBarrier {
+    pub fn start(link: Arc<LeaderLink>, timeout: Duration) -> ReadBarrier {
         let (tx, rx) = mpsc::channel(READS_WAITING_MAX);
-        tokio::spawn(barrier_loop(rx, router, timeout));
+        tokio::spawn(barrier_loop(rx, link, timeout));
         ReadBarrier { tx, timeout }
     }
 
@@ -65,13 +65,13 @@ impl ReadBarrier {
     }
 }
 
-async fn barrier_loop(mut rx: mpsc::Receiver<Waiter>, router: Arc<Router>, timeout: Duration) {
+async fn barrier_loop(mut rx: mpsc::Receiver<Waiter>, link: Arc<LeaderLink>, timeout: Duration) {
     while let Some(first) = rx.recv().await {
         let mut waiters = vec![first];
         while let Ok(w) = rx.try_recv() {
             waiters.push(w);
         }
-        let result = barrier(&router, Instant::now() + timeout).await;
+        let result = barrier(&link, Instant::now() + timeout).await;
         for w in waiters {
             let _ = w.send(result.clone());
         }
@@ -79,21 +79,21 @@ async fn barrier_loop(mut rx: mpsc::Receiver<Waiter>, router: Arc<Router>, timeo
 }
 
 /// One read barrier.
-async fn barrier(router: &Router, deadline: Instant) -> Result<Option<u64>, ReadError> {
-    let raft = router.raft();
+async fn barrier(link: &LeaderLink, deadline: Instant) -> Result<Option<u64>, ReadError> {
+    let raft = link.raft();
     let remaining = || deadline.saturating_duration_since(Instant::now());
     if let Some(why) = crate::health::failure(raft) {
         return Err(ReadError::NodeFailed(why));
     }
     let read_index = loop {
-        let Some((leader, addr)) = router.leader() else {
+        let Some((leader, addr)) = link.leader() else {
             if remaining().is_zero() {
                 return Err(ReadError::NoLeader);
             }
             tokio::time::sleep(Duration::from_millis(20).min(remaining())).await;
             continue;
         };
-        if leader == router.node_id() {
+        if leader == link.node_id() {
             match tokio::time::timeout(remaining(), raft.get_read_log_id()).await {
                 Ok(Ok((read_log_id, _))) => break read_log_id.map(|l| l.index),
                 Ok(Err(openraft::error::RaftError::Fatal(e))) => return Err(ReadError::NodeFailed(e.to_string())),
@@ -102,7 +102,7 @@ async fn barrier(router: &Router, deadline: Instant) -> Result<Option<u64>, Read
             }
         }
         metrics::counter!(api::metrics::FORWARDED_REQUESTS_TOTAL, "kind" => "read").increment(1);
-        let client = router.network().client(leader, &addr);
+        let client = link.network().client(leader, &addr);
         match client
             .call::<_, ReadIndexAnswer>(PATH_READ_INDEX, &(), remaining())
             .await

@@ -75,7 +75,8 @@ pub struct ServeArgs {
     /// Entries kept behind a snapshot for slow followers.
     #[arg(long, env = "SPENDCAP_LOGS_TO_KEEP", default_value_t = 1_000)]
     logs_to_keep: u64,
-    #[arg(long, env = "SPENDCAP_BATCH_COMMANDS_MAX", default_value_t = 1024)]
+    /// Commands in one Raft entry, at most 4,096 (the ledger's entry limit).
+    #[arg(long, env = "SPENDCAP_BATCH_COMMANDS_MAX", default_value_t = Limits::default().batch_commands_max)]
     batch_commands_max: usize,
     #[arg(long, env = "SPENDCAP_BATCH_LINGER_US", default_value_t = 0)]
     batch_linger_us: u64,

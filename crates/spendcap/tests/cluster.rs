@@ -454,3 +454,61 @@ async fn raft_rpcs_without_the_right_peer_token_are_refused_and_change_nothing()
     assert_eq!(ok.status().as_u16(), 200);
     assert_eq!(admin.get_session("victim").await.expect("read").status, "revoked");
 }
+
+/// The batch endpoint's items are decided together, in one entry and in
+/// order, also when sent to a follower while single writes arrive at every
+/// node (they share one queue and batcher with everything else).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_through_a_follower_is_one_entry_in_order_among_other_writes() {
+    let cluster = Cluster::start(3, &[]).await;
+    let clients: Vec<Client> = (0..3).map(|i| cluster.client(i)).collect();
+    let leader = cluster.leader().await;
+    let follower = (leader + 1) % 3;
+    create_session(&clients[leader], "b", "1000.00").await;
+    create_session(&clients[leader], "single", "1000.00").await;
+    const ITEMS: usize = 300;
+    let batch = |round: usize| BatchAuthorizeRequest {
+        items: (0..ITEMS)
+            .map(|i| BatchAuthorizeItem {
+                session_id: "b".into(),
+                amount: Some("0.01".into()),
+                tool: "search".into(),
+                idempotency_key: Some(format!("batch-{round}-{i}")),
+                ..Default::default()
+            })
+            .collect(),
+    };
+    for round in 0..3 {
+        let singles = join_all(
+            (0..30).map(|k| authorize_definitely(&clients, k, "single", "0.01", format!("single-{round}-{k}"))),
+        );
+        let request = batch(round);
+        let (response, singles) = tokio::join!(clients[follower].batch_authorize(&request), singles);
+        let response = response.expect("the batch is decided");
+        assert_eq!(response.results.len(), ITEMS);
+        let positions: Vec<LogPosition> = response
+            .results
+            .iter()
+            .map(|r| match r {
+                BatchItemResult::Decision(d) => {
+                    assert_eq!(d.decision, "approved", "{d:?}");
+                    d.position
+                }
+                BatchItemResult::Error { error } => panic!("item refused: {error:?}"),
+            })
+            .collect();
+        let first = &positions[0];
+        for (i, p) in positions.iter().enumerate() {
+            assert_eq!(p.log_index, first.log_index, "item {i} is in another entry");
+            assert_eq!(
+                p.batch_position,
+                first.batch_position + i as u32,
+                "item {i} out of order"
+            );
+        }
+        assert!(singles.iter().all(|d| d.decision == "approved"));
+    }
+    let view = clients[follower].get_session("b").await.expect("session");
+    assert_eq!(view.held, "9.00");
+    cluster.converged().await;
+}
