@@ -4,9 +4,8 @@
 //! an interrupted comparison keeps what it measured.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant, SystemTime};
 
@@ -400,6 +399,8 @@ async fn measure<T: Target>(
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
     use crate::peers::spendcap::TokenMode;
 
