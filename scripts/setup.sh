@@ -7,12 +7,18 @@
 #   scripts/setup.sh --test   # and what the tests use: iptables (fault
 #                             # injection), prometheus and promtool, chromium,
 #                             # python3-venv and curl (API fuzzing: schemathesis
-#                             # goes into a virtualenv, scripts/api-fuzz.sh)
+#                             # goes into a virtualenv, scripts/api-fuzz.sh),
+#                             # and the benchmark's peers, whose tests fail
+#                             # when they are missing (crates/bench/tests/peers.rs):
+#                             # redis-server, postgresql, etcd-server
 set -euo pipefail
 
 packages=(clang libclang-dev)
 if [ "${1:-}" = "--test" ]; then
   packages+=(iptables prometheus chromium python3 python3-venv curl)
+  # The benchmark's peers (their own services are left alone: the tests
+  # start their servers on free ports in temp dirs).
+  packages+=(redis-server postgresql etcd-server)
 fi
 
 missing=()

@@ -10,7 +10,7 @@ use plotters::prelude::*;
 use crate::error::{BenchError, Result};
 use crate::loadgen::LoadMode;
 use crate::peers::System;
-use crate::runner::{Report, RunRecord};
+use crate::results::{Report, RunRecord};
 use crate::workload::Workload;
 
 const WIDTH_PX: u32 = 900;

@@ -9,7 +9,8 @@
 //! - [`workload`]: hot, spread, seed and batch;
 //! - [`tracker`]: the per-run correctness check of each peer's stored state;
 //! - [`procs`]: server processes and their CPU time and memory;
-//! - [`runner`], [`report`], [`charts`]: the comparison and its results folder.
+//! - [`runner`] (with [`targets`]), [`report`], [`charts`]: the comparison
+//!   and its results folder; [`results`]: what it found (`results.json`).
 
 pub mod charts;
 pub mod error;
@@ -21,6 +22,8 @@ pub mod money;
 pub mod peers;
 pub mod procs;
 pub mod report;
+pub mod results;
 pub mod runner;
+pub mod targets;
 pub mod tracker;
 pub mod workload;

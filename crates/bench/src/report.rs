@@ -9,7 +9,7 @@ use crate::error::{BenchError, Result};
 use crate::loadgen::{LoadMode, OPEN_LOOP_TIMER_SLOP_MICROS};
 use crate::money::to_decimal;
 use crate::peers::System;
-use crate::runner::{Report, RunRecord};
+use crate::results::{Report, RunRecord};
 use crate::workload::{Workload, SEED_AMOUNT_ATOMIC, SEED_CAP_ATOMIC, SMALL_AMOUNT_ATOMIC};
 
 pub const JSON_FILE: &str = "results.json";

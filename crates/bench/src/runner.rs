@@ -4,29 +4,26 @@
 //! an interrupted comparison keeps what it measured.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant, SystemTime};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::{BenchError, Result};
-use crate::loadgen::{self, Job, LoadMode, LoadPlan, LoadResult, Window};
+use crate::loadgen::{self, Job, LoadMode, LoadPlan, Window};
 use crate::machine::{program_version, utc_stamp, MachineInfo};
-use crate::peers::etcd::{EtcdCluster, EtcdDriver};
-use crate::peers::postgres::{PostgresDriver, PostgresServer, Variant};
-use crate::peers::redis::{RedisDriver, RedisServer};
-use crate::peers::spendcap::{DriverSettings, Routing, SessionTokens, SpendcapCluster, SpendcapDriver, TokenMode};
-use crate::peers::{Driver, System};
-use crate::procs::{ResourceMeter, ResourceUsage};
+use crate::peers::etcd::EtcdCluster;
+use crate::peers::postgres::{PostgresServer, Variant};
+use crate::peers::redis::RedisServer;
+use crate::peers::spendcap::{DriverSettings, Routing, SessionTokens, SpendcapCluster};
+use crate::peers::{Driver, System, SETUP_PARALLELISM};
+use crate::procs::ResourceMeter;
 use crate::report;
-use crate::tracker::{Tracker, Verification};
+pub use crate::results::{Report, RunRecord, Settings, SystemRecord};
+use crate::targets::{EtcdTarget, PostgresTarget, RedisTarget, SpendcapTarget, Target};
+use crate::tracker::Tracker;
 use crate::workload::{AccountSet, OpCounter, Picker, Workload, HOT_CAP_ATOMIC, SEED_CAP_ATOMIC, SPREAD_CAP_ATOMIC};
 
-/// Connections a driver gets for creating and reading accounts.
-pub const SETUP_PARALLELISM: usize = 8;
 /// Delay between starting the workers and the start of the warm-up.
 const START_DELAY_MILLIS: u64 = 20;
 /// Seed sessions are sized for this much more traffic than expected.
@@ -34,207 +31,6 @@ const SEED_SESSIONS_HEADROOM: f64 = 1.25;
 /// Bounds of the seed window (sessions in use at once).
 const SEED_WINDOW_SESSIONS_MIN: usize = 64;
 const SEED_WINDOW_SESSIONS_MAX: usize = 4096;
-
-/// Everything a comparison run is configured with.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Settings {
-    pub systems: Vec<System>,
-    pub workloads: Vec<Workload>,
-    pub concurrency_levels: Vec<usize>,
-    /// Offered authorizations per second for the open-loop runs.
-    pub open_rates_per_second: Vec<u64>,
-    pub open_inflight_max: usize,
-    pub warmup_seconds: f64,
-    pub measure_seconds: f64,
-    pub settle_seconds: f64,
-    pub request_timeout_seconds: f64,
-    pub requests_per_run_max: u64,
-    pub spread_accounts: usize,
-    /// Fewest sessions of a seed run (more when the expected traffic needs them).
-    pub seed_sessions: usize,
-    pub seed_sessions_max: usize,
-    pub seed_calls_per_session: u64,
-    pub batch_items: usize,
-    pub postgres_pool_connections_max: usize,
-    pub redis_connections_max: usize,
-    pub etcd_attempts_max: u32,
-    pub spendcap_token_mode: TokenMode,
-    pub spendcap_hold_seconds: u64,
-    pub spendcap_bin: PathBuf,
-    pub etcd_bin: PathBuf,
-    pub redis_bin: PathBuf,
-    pub postgres_bin_dir: PathBuf,
-    pub out_dir: PathBuf,
-    /// Where the servers keep their data (a fresh temp dir inside it).
-    pub work_dir: PathBuf,
-    pub quick: bool,
-}
-
-impl Settings {
-    fn seconds(s: f64) -> Duration {
-        Duration::from_secs_f64(s.max(0.0))
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        let bad = |m: &str| Err(BenchError::Config(m.to_string()));
-        if self.measure_seconds <= 0.0 {
-            return bad("measure seconds must be positive");
-        }
-        if self.batch_items == 0 || self.batch_items > api::BATCH_ITEMS_MAX {
-            return bad("batch items must be 1..=1000");
-        }
-        if self.concurrency_levels.contains(&0) || self.open_rates_per_second.contains(&0) {
-            return bad("concurrency levels and open rates must be positive");
-        }
-        if self.spread_accounts == 0 || self.seed_sessions == 0 {
-            return bad("account counts must be positive");
-        }
-        Ok(())
-    }
-
-    fn modes(&self) -> Vec<LoadMode> {
-        let closed = self
-            .concurrency_levels
-            .iter()
-            .map(|&concurrency| LoadMode::Closed { concurrency });
-        let open = self.open_rates_per_second.iter().map(|&rate| LoadMode::Open {
-            rate_per_second: rate,
-            inflight_max: self.open_inflight_max,
-        });
-        closed.chain(open).collect()
-    }
-}
-
-/// One system's start-up, for the report.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct SystemRecord {
-    pub system: Option<System>,
-    pub topology: String,
-    pub version: String,
-    pub start_seconds: f64,
-    pub error: Option<String>,
-}
-
-/// One measured run.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RunRecord {
-    pub system: System,
-    pub workload: Workload,
-    pub load: LoadMode,
-    pub batch_items: usize,
-    pub accounts: usize,
-    pub result: Option<LoadResult>,
-    pub resources: Option<ResourceUsage>,
-    pub verification: Option<Verification>,
-    pub error: Option<String>,
-}
-
-/// The whole comparison: what `results.json` holds.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Report {
-    pub started_at: String,
-    pub finished_at: Option<String>,
-    pub command: Vec<String>,
-    pub settings: Settings,
-    pub machine: MachineInfo,
-    pub systems: Vec<SystemRecord>,
-    pub runs: Vec<RunRecord>,
-}
-
-/// A started system: how to connect a driver sized for a run, and which
-/// processes to measure.
-trait Target {
-    type D: Driver;
-    fn connect(&self, parallelism: usize) -> impl Future<Output = Result<Self::D>> + Send;
-    fn roots(&self) -> Vec<(String, u32)>;
-    fn check_running(&mut self) -> Result<()>;
-}
-
-struct EtcdTarget {
-    cluster: EtcdCluster,
-    timeout: Duration,
-    attempts_max: u32,
-}
-
-impl Target for EtcdTarget {
-    type D = EtcdDriver;
-    async fn connect(&self, parallelism: usize) -> Result<EtcdDriver> {
-        EtcdDriver::connect(
-            self.cluster.client_urls.clone(),
-            parallelism,
-            self.timeout,
-            self.attempts_max,
-        )
-    }
-    fn roots(&self) -> Vec<(String, u32)> {
-        self.cluster.roots()
-    }
-    fn check_running(&mut self) -> Result<()> {
-        self.cluster.members.iter_mut().try_for_each(|m| m.check_running())
-    }
-}
-
-struct PostgresTarget {
-    server: PostgresServer,
-    variant: Variant,
-    pool_max: usize,
-}
-
-impl Target for PostgresTarget {
-    type D = PostgresDriver;
-    async fn connect(&self, parallelism: usize) -> Result<PostgresDriver> {
-        PostgresDriver::connect(self.server.port, parallelism.min(self.pool_max), self.variant).await
-    }
-    fn roots(&self) -> Vec<(String, u32)> {
-        self.server.roots()
-    }
-    fn check_running(&mut self) -> Result<()> {
-        self.server.process.check_running()
-    }
-}
-
-struct RedisTarget {
-    server: RedisServer,
-    connections_max: usize,
-    timeout: Duration,
-}
-
-impl Target for RedisTarget {
-    type D = RedisDriver;
-    async fn connect(&self, parallelism: usize) -> Result<RedisDriver> {
-        RedisDriver::connect(self.server.port, parallelism.min(self.connections_max), self.timeout).await
-    }
-    fn roots(&self) -> Vec<(String, u32)> {
-        self.server.roots()
-    }
-    fn check_running(&mut self) -> Result<()> {
-        self.server.process.check_running()
-    }
-}
-
-struct SpendcapTarget {
-    cluster: SpendcapCluster,
-    routing: Routing,
-    settings: DriverSettings,
-    tokens: Arc<SessionTokens>,
-}
-
-impl Target for SpendcapTarget {
-    type D = SpendcapDriver;
-    async fn connect(&self, parallelism: usize) -> Result<SpendcapDriver> {
-        let endpoints = match self.routing {
-            Routing::AllNodes => self.cluster.api_urls.clone(),
-            Routing::LeaderOnly => vec![self.cluster.leader_url().await?],
-        };
-        SpendcapDriver::connect(endpoints, parallelism, self.settings.clone(), self.tokens.clone())
-    }
-    fn roots(&self) -> Vec<(String, u32)> {
-        self.cluster.roots()
-    }
-    fn check_running(&mut self) -> Result<()> {
-        self.cluster.nodes.iter_mut().try_for_each(|n| n.check_running())
-    }
-}
 
 /// The version line each system's binary prints.
 fn versions(settings: &Settings) -> BTreeMap<String, String> {
@@ -603,7 +399,10 @@ async fn measure<T: Target>(
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
+    use crate::peers::spendcap::TokenMode;
 
     fn settings() -> Settings {
         Settings {

@@ -3,7 +3,9 @@
 //! accounts hammered with $10 calls by many clients at once, single and in
 //! batches. Every account must end with exactly two approvals ($20 spent)
 //! and the stored state must match what the clients saw. A peer whose
-//! binary is not installed is skipped with a note (run.sh installs them).
+//! binary is not installed fails its test (never a silent pass):
+//! `scripts/setup.sh --test` installs them (Debian: redis-server,
+//! postgresql, etcd-server).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,8 +31,13 @@ fn installed(program: &str) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-fn skip(what: &str) {
-    eprintln!("skipped: {what} is not installed (crates/bench/run.sh installs it)");
+/// Fails the test: a peer that is not installed is not tested, and a test
+/// that did not run must not pass.
+fn missing(what: &str, package: &str) -> ! {
+    panic!(
+        "{what} is not installed, so this peer cannot be tested: run scripts/setup.sh --test \
+         (or apt-get install {package})"
+    )
 }
 
 async fn contend<D: Driver>(driver: Arc<D>, name: &str, batch_items: usize) {
@@ -88,7 +95,7 @@ fn data(dir: &Path, name: &str) -> PathBuf {
 #[tokio::test]
 async fn redis_never_overspends() {
     let Some(bin) = installed("redis-server") else {
-        return skip("redis-server");
+        missing("redis-server (on PATH)", "redis-server");
     };
     let (dir, logs) = scratch();
     let server = RedisServer::start(&bin, &data(dir.path(), "redis"), &logs)
@@ -106,7 +113,7 @@ async fn redis_never_overspends() {
 #[tokio::test]
 async fn postgres_never_overspends() {
     let Some(bin_dir) = postgres::default_bin_dir() else {
-        return skip("postgresql");
+        missing("PostgreSQL (/usr/lib/postgresql/<version>/bin/postgres)", "postgresql");
     };
     let (dir, logs) = scratch();
     let server = PostgresServer::start(&bin_dir, &data(dir.path(), "pg"), &logs, "postgres", CONCURRENCY)
@@ -126,7 +133,7 @@ async fn postgres_never_overspends() {
 #[tokio::test]
 async fn etcd_never_overspends() {
     let Some(bin) = installed("etcd") else {
-        return skip("etcd");
+        missing("etcd (on PATH)", "etcd-server");
     };
     let (dir, logs) = scratch();
     let cluster = EtcdCluster::start(&bin, &data(dir.path(), "etcd"), &logs)

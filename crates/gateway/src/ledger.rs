@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use client::{Client, ClientError};
 
-use crate::config::{ConfigError, Limits};
+use crate::limits::{ConfigError, Limits};
 
 /// Why a ledger call gave up.
 #[derive(Debug)]

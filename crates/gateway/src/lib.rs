@@ -10,7 +10,8 @@
 //! never see wallet keys and never implement x402.
 //!
 //! * [`server`]: the axum app, start/stop;
-//! * [`pay`] (private): the payment steps, in order;
+//! * [`pay`] (private): the payment steps, in order, one module per step;
+//! * `shared` (private): the state every request uses, and the counters;
 //! * [`ids`]: the deterministic nonce and the ledger keys derived from it
 //!   (why a retried request never pays twice);
 //! * [`receipt`]: what a receipt carries and how it is verified;
@@ -20,6 +21,8 @@
 //! * [`tools`]: which ledger tool a payment is charged to (derived from the
 //!   upstream, never taken from the agent);
 //! * [`reconcile`]: listing pinned holds with their `validBefore`;
+//! * [`limits`]: the named limits and the configuration error (below
+//!   [`config`], [`policy`] and [`tools`]);
 //! * [`config`], [`error`], [`wire`], [`ledger`], [`upstream`].
 
 pub mod config;
@@ -27,11 +30,13 @@ pub mod error;
 pub mod ids;
 pub mod keys;
 pub mod ledger;
+pub mod limits;
 mod pay;
 pub mod policy;
 pub mod receipt;
 pub mod reconcile;
 pub mod server;
+mod shared;
 pub mod tools;
 pub mod upstream;
 pub mod wire;

@@ -30,8 +30,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::config::{ConfigError, Limits};
 use crate::error::{Code, GatewayError, GatewayResult};
+use crate::limits::{ConfigError, Limits};
 
 /// How a pattern names hosts.
 #[derive(Clone, Debug, PartialEq, Eq)]

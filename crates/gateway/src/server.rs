@@ -7,7 +7,6 @@
 //! * `GET /healthz`.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::error_handling::HandleErrorLayer;
@@ -28,65 +27,8 @@ use crate::keys::KeyRing;
 use crate::ledger::Ledger;
 use crate::pay;
 use crate::policy::Guard;
+use crate::shared::{Shared, Stats};
 use crate::wire::{FetchRequest, FetchResponse, StatsView};
-
-/// A counter for [`StatsView`].
-#[derive(Default)]
-pub(crate) struct Counter(AtomicU64);
-
-impl Counter {
-    pub(crate) fn incr(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-#[derive(Default)]
-pub(crate) struct Stats {
-    pub(crate) fetches: Counter,
-    pub(crate) payment_required: Counter,
-    pub(crate) denials: Counter,
-    pub(crate) signatures: Counter,
-    pub(crate) payments_sent: Counter,
-    pub(crate) captures: Counter,
-    pub(crate) voids: Counter,
-    pub(crate) unsettled: Counter,
-}
-
-impl Stats {
-    fn view(&self) -> StatsView {
-        StatsView {
-            fetches: self.fetches.get(),
-            payment_required: self.payment_required.get(),
-            denials: self.denials.get(),
-            signatures: self.signatures.get(),
-            payments_sent: self.payments_sent.get(),
-            captures: self.captures.get(),
-            voids: self.voids.get(),
-            unsettled: self.unsettled.get(),
-        }
-    }
-}
-
-/// Everything a request may use.
-pub(crate) struct Shared {
-    pub(crate) config: GatewayConfig,
-    /// The ledger nodes without a token: the agent's calls add its session
-    /// token ([`Ledger::with_token`]).
-    pub(crate) ledger: Ledger,
-    /// The ledger nodes with the gateway's own token: pin, capture, void,
-    /// read holds.
-    pub(crate) gateway_ledger: Ledger,
-    /// Which upstreams may be fetched.
-    pub(crate) guard: Guard,
-    pub(crate) keys: KeyRing,
-    pub(crate) stats: Stats,
-    /// Set by [`GatewayHandle::abort`]: every fetch stops where it is.
-    aborted: watch::Receiver<bool>,
-}
 
 #[derive(Clone)]
 pub struct GatewayState(Arc<Shared>);

@@ -19,7 +19,7 @@
 //! it tells an honest agent its labels are wrong, and makes a
 //! prompt-injected one's attempt visible.
 
-use crate::config::ConfigError;
+use crate::limits::ConfigError;
 use crate::policy::HostPattern;
 
 /// Longest ledger tool name.

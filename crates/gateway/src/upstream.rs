@@ -9,8 +9,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use base64::Engine as _;
 use bytes::Bytes;
 
-use crate::config::Limits;
 use crate::error::{Code, GatewayError, GatewayResult};
+use crate::limits::Limits;
 use crate::wire::FetchRequest;
 
 /// Headers that belong to one hop, never relayed either way.

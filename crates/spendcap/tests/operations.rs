@@ -248,11 +248,20 @@ async fn logs_carry_request_ids_and_never_a_token() {
         .await
         .expect("the gateway reads a session");
     let rotated = admin.rotate_token("logged").await.expect("rotate").session_token;
-    // Wait until the node that served the requests has logged them.
-    eventually("request logs", Duration::from_secs(10), || async {
-        cluster.log_text(1).contains("served").then_some(())
-    })
-    .await;
+    // Wait until every node has logged the requests sent to it (node 0:
+    // create and rotate; node 1: five authorizations; node 2: the garbage
+    // and the gateway's reads), so the scan below reads all of them.
+    for (node, sent) in [(0, 2), (1, 5), (2, 2)] {
+        eventually("request logs", Duration::from_secs(10), || async {
+            let served = cluster
+                .log_text(node)
+                .lines()
+                .filter(|l| l.contains("\"served\""))
+                .count();
+            (served >= sent).then_some(())
+        })
+        .await;
+    }
     let mut request_lines = 0;
     for i in 0..3 {
         let text = cluster.log_text(i);

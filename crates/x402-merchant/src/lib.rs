@@ -20,16 +20,14 @@
 //! `GET /facilitator/supported`.
 
 mod config;
+mod handlers;
+mod protocol;
+mod respond;
 mod server;
+mod shared;
 mod state;
 
 pub use config::{FailureMode, MerchantClock, MerchantConfig, RouteConfig};
+pub use protocol::{FACILITATOR_PREFIX, NONCE_REUSED_REASON};
 pub use server::{Merchant, MerchantError, MerchantHandle};
 pub use state::{MerchantStats, SettledPayment};
-
-/// Reason code the merchant gives for a reused EIP-3009 nonce: on chain the transfer would
-/// revert ("authorization is used"), which x402 facilitators report as this code.
-pub const NONCE_REUSED_REASON: &str = "invalid_transaction_state";
-
-/// Path prefix of the facilitator endpoints.
-pub const FACILITATOR_PREFIX: &str = "/facilitator";

@@ -22,7 +22,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::{free_ports, wait_until, BatchItem, Driver, Outcome};
+use super::driver::{free_ports, wait_until, BatchItem, Driver, Outcome};
 use crate::error::{BenchError, Result};
 use crate::procs::ServerProcess;
 use crate::tracker::StoredAccount;

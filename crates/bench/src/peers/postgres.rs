@@ -24,7 +24,7 @@ use tokio::sync::Mutex;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls, Statement};
 
-use super::{free_ports, wait_until, BatchItem, Driver, Outcome};
+use super::driver::{free_ports, wait_until, BatchItem, Driver, Outcome};
 use crate::error::{BenchError, Result};
 use crate::procs::{log_tail, RunAs, ServerProcess};
 use crate::tracker::StoredAccount;
@@ -37,7 +37,7 @@ const INITDB_SECONDS_MAX: u64 = 120;
 /// Connections opened at once while filling a pool.
 const CONNECTS_PARALLEL_MAX: usize = 16;
 /// Connections allowed beyond the pool: the setup driver's, and spare.
-const CONNECTIONS_SPARE: usize = crate::runner::SETUP_PARALLELISM + 10;
+const CONNECTIONS_SPARE: usize = super::driver::SETUP_PARALLELISM + 10;
 const USER: &str = "bench";
 const DATABASE: &str = "postgres";
 

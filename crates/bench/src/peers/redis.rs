@@ -10,7 +10,7 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Script};
 
-use super::{free_ports, wait_until, BatchItem, Driver, Outcome};
+use super::driver::{free_ports, wait_until, BatchItem, Driver, Outcome};
 use crate::error::{BenchError, Result};
 use crate::money::LUA_EXACT_ATOMIC_MAX;
 use crate::procs::ServerProcess;

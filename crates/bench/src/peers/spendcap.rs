@@ -23,7 +23,7 @@ use futures::{StreamExt, TryStreamExt};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::{free_ports, wait_until, BatchItem, Driver, Outcome};
+use super::driver::{free_ports, wait_until, BatchItem, Driver, Outcome};
 use crate::error::{BenchError, Result};
 use crate::money::{parse_decimal, to_decimal};
 use crate::procs::ServerProcess;
