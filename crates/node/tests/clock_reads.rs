@@ -66,7 +66,7 @@ const ALLOWED: &[Allowed] = &[
     ("crates/storage/src/state_machine.rs", Clock::Monotonic, DURATIONS),
     ("crates/storage/src/db.rs", Clock::Monotonic, DURATIONS),
     (
-        "crates/gateway/src/pay.rs",
+        "crates/gateway/src/pay/attempt.rs",
         Clock::Wall,
         "an EIP-3009 authorization's validity window is Unix seconds the merchant checks with its clock",
     ),

@@ -1,7 +1,10 @@
 //! Authorizations: authorize (one, or a batch), capture, void, pin as
 //! settling, read one, and list the settling ones. Every answer is
 //! formatted from the decided outcome alone (it carries the session's
-//! asset), so nothing waits for this node to catch up after a decision.
+//! asset), so nothing waits for this node to catch up after a decision —
+//! except a capture, void or pin refused because the hold already ended,
+//! whose code (captured, voided, expired) comes from this node's history
+//! once it has applied the refusing entry (`resolve_refusal`).
 
 use std::time::Instant;
 
