@@ -40,7 +40,7 @@ use x402::{
     SharedSigner, WalletSupport, X402Version, B256,
 };
 
-use crate::config::{atomic_to_decimal, AllowedAsset};
+use crate::config::AllowedAsset;
 use crate::error::{Code, GatewayError, GatewayResult, RequirementSummary};
 use crate::ids;
 use crate::ledger::{Ledger, LedgerFailure};
@@ -471,7 +471,7 @@ fn choose(
             format!(
                 "the price {amount} is above the gateway's per-payment maximum {} ({} {})",
                 asset.payment_max_atomic,
-                atomic_to_decimal(asset.payment_max_atomic, asset.decimals),
+                decimal::format_decimal(asset.payment_max_atomic, asset.decimals, decimal::API_PLACES_MIN),
                 asset.code
             ),
         )));
@@ -549,7 +549,7 @@ impl Payment<'_> {
             token: self.chosen.exact.asset.to_checksum(None),
             asset: self.chosen.asset.code.clone(),
             amount_atomic: amount.to_string(),
-            amount: atomic_to_decimal(amount, self.chosen.asset.decimals),
+            amount: decimal::format_decimal(amount, self.chosen.asset.decimals, decimal::API_PLACES_MIN),
             pay_to: self.chosen.exact.pay_to.to_checksum(None),
             wallet_address: self.wallet.to_checksum(None),
             nonce: format!("0x{}", hex::encode(self.nonce.as_slice())),
