@@ -274,7 +274,8 @@ mod tests {
 
     proptest! {
         #[test]
-        fn format_then_parse_round_trips(units in any::<u128>(), decimals in any::<u8>(), places_min in any::<u8>()) {
+        fn format_then_parse_round_trips(units in any::<u128>(), decimals in 0u8..=40, places_min in any::<u8>()) {
+            // At most 42 characters: within TEXT_BYTES_MAX.
             let text = format_decimal(units, decimals, places_min);
             prop_assert_eq!(parse_decimal(&text, decimals), Ok(units), "{}", text);
         }
@@ -282,7 +283,7 @@ mod tests {
         /// Digit strings against an independent reference: the standard
         /// library's integer parser over the digits scaled by text.
         #[test]
-        fn decimals_match_the_reference(int in "[0-9]{1,42}", frac in proptest::option::of("[0-9]{1,42}"), decimals in 0u8..45) {
+        fn decimals_match_the_reference(int in "[0-9]{1,40}", frac in proptest::option::of("[0-9]{1,39}"), decimals in 0u8..45) {
             let text = match &frac {
                 Some(f) => format!("{int}.{f}"),
                 None => int.clone(),
