@@ -6,6 +6,8 @@ use crate::error::{BenchError, Result};
 
 /// Decimals of USDC, the asset every benchmark account uses.
 pub const USDC_DECIMALS: u32 = 6;
+/// [`USDC_DECIMALS`] as the codec takes it.
+const USDC_DECIMALS_U8: u8 = USDC_DECIMALS as u8;
 /// Atomic units in one dollar.
 pub const ATOMIC_PER_DOLLAR: u64 = 10u64.pow(USDC_DECIMALS);
 /// Atomic units in one cent.
@@ -26,40 +28,16 @@ pub const fn cents(count: u64) -> u64 {
 
 /// `10_000` → `"0.01"`, `25_000_000` → `"25"`: the shortest exact decimal.
 pub fn to_decimal(atomic: u64) -> String {
-    let whole = atomic / ATOMIC_PER_DOLLAR;
-    let fraction = atomic % ATOMIC_PER_DOLLAR;
-    if fraction == 0 {
-        return whole.to_string();
-    }
-    let digits = format!("{fraction:0width$}", width = USDC_DECIMALS as usize);
-    format!("{whole}.{}", digits.trim_end_matches('0'))
+    decimal::format_decimal(u128::from(atomic), USDC_DECIMALS_U8, 0)
 }
 
 /// Parses a non-negative decimal with at most 6 fractional digits into
 /// atomic units: `"25.000000"` → `25_000_000`.
 pub fn parse_decimal(text: &str) -> Result<u64> {
-    let bad = || BenchError::Amount(text.to_string());
-    let (whole, fraction) = match text.split_once('.') {
-        Some((w, f)) => (w, f),
-        None => (text, ""),
-    };
-    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if whole.is_empty() || !all_digits(whole) || !all_digits(fraction) {
-        return Err(bad());
-    }
-    if fraction.len() > USDC_DECIMALS as usize {
-        return Err(bad());
-    }
-    let whole: u64 = whole.parse().map_err(|_| bad())?;
-    let mut fraction_atomic: u64 = 0;
-    for (position, digit) in fraction.bytes().enumerate() {
-        let scale = 10u64.pow(USDC_DECIMALS - 1 - position as u32);
-        fraction_atomic += u64::from(digit - b'0') * scale;
-    }
-    whole
-        .checked_mul(ATOMIC_PER_DOLLAR)
-        .and_then(|w| w.checked_add(fraction_atomic))
-        .ok_or_else(bad)
+    decimal::parse_decimal(text, USDC_DECIMALS_U8)
+        .ok()
+        .and_then(|units| u64::try_from(units).ok())
+        .ok_or_else(|| BenchError::Amount(text.to_string()))
 }
 
 #[cfg(test)]

@@ -199,77 +199,17 @@ pub fn parse_asset(text: &str, payment_max: &str) -> Result<AllowedAsset, Config
         contract,
         code: code.to_string(),
         decimals,
-        payment_max_atomic: decimal_to_atomic(payment_max, decimals)?,
+        payment_max_atomic: decimal::parse_decimal(payment_max, decimals).map_err(|_| {
+            ConfigError::new(format!(
+                "{payment_max:?} is not a decimal amount with at most {decimals} decimals"
+            ))
+        })?,
     })
-}
-
-/// `"10.5"` with 6 decimals → `10_500_000`. No signs, no exponents, no more
-/// fraction digits than `decimals`.
-pub fn decimal_to_atomic(text: &str, decimals: u8) -> Result<u128, ConfigError> {
-    let bad = || {
-        ConfigError::new(format!(
-            "{text:?} is not a decimal amount with at most {decimals} decimals"
-        ))
-    };
-    let (whole, fraction) = match text.split_once('.') {
-        Some((w, f)) => (w, f),
-        None => (text, ""),
-    };
-    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    if fraction.len() > decimals as usize || !fraction.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad());
-    }
-    if text.ends_with('.') {
-        return Err(bad());
-    }
-    let scale = 10u128.checked_pow(u32::from(decimals)).ok_or_else(bad)?;
-    let whole: u128 = whole.parse().map_err(|_| bad())?;
-    let mut fraction_units: u128 = 0;
-    for (i, digit) in fraction.bytes().enumerate() {
-        let place = 10u128.pow(u32::from(decimals) - 1 - i as u32);
-        fraction_units += u128::from(digit - b'0') * place;
-    }
-    whole
-        .checked_mul(scale)
-        .and_then(|w| w.checked_add(fraction_units))
-        .ok_or_else(bad)
-}
-
-/// `10_500_000` with 6 decimals → `"10.50"` (at least two fraction digits,
-/// trailing zeros beyond them dropped).
-pub fn atomic_to_decimal(units: u128, decimals: u8) -> String {
-    if decimals == 0 {
-        return units.to_string();
-    }
-    let scale = 10u128.pow(u32::from(decimals));
-    let mut fraction = format!("{:0width$}", units % scale, width = decimals as usize);
-    while fraction.len() > 2 && fraction.ends_with('0') {
-        fraction.pop();
-    }
-    format!("{}.{fraction}", units / scale)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn decimals_convert_both_ways() {
-        assert_eq!(decimal_to_atomic("10", 6).unwrap(), 10_000_000);
-        assert_eq!(decimal_to_atomic("10.5", 6).unwrap(), 10_500_000);
-        assert_eq!(decimal_to_atomic("0.000001", 6).unwrap(), 1);
-        assert!(decimal_to_atomic("0.0000001", 6).is_err());
-        assert!(decimal_to_atomic("-1", 6).is_err());
-        assert!(decimal_to_atomic("1.", 6).is_err());
-        assert!(decimal_to_atomic(".5", 6).is_err());
-        assert!(decimal_to_atomic("1e3", 6).is_err());
-        assert!(decimal_to_atomic("340282366920938463463374607431768211455", 6).is_err());
-        assert_eq!(atomic_to_decimal(10_000_000, 6), "10.00");
-        assert_eq!(atomic_to_decimal(10_500_001, 6), "10.500001");
-        assert_eq!(atomic_to_decimal(7, 0), "7");
-    }
 
     #[test]
     fn assets_parse() {

@@ -208,9 +208,7 @@ fn check(r: &AuditReceipt, reference: &str) -> Result<(), String> {
         .as_deref()
         .and_then(parse_network)
         .ok_or("network is missing or not a known EVM network")?;
-    let value: u128 = r
-        .amount_atomic
-        .parse()
+    let value = decimal::parse_atomic(&r.amount_atomic)
         .map_err(|_| format!("amount_atomic {:?} is not an integer", r.amount_atomic))?;
     let signature = r
         .signature

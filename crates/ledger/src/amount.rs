@@ -1,5 +1,6 @@
 //! Exact money: integers in an asset's smallest unit, and the decimal strings
-//! the API speaks. No floats anywhere.
+//! the API speaks (through the workspace's one codec, the `decimal` crate,
+//! with the API's limits and messages). No floats anywhere.
 
 use std::fmt;
 
@@ -44,22 +45,7 @@ impl Amount {
     /// Formats with the asset's decimals, trailing zeros trimmed down to two
     /// places (`25_000_000` with 6 decimals is `"25.00"`, `1` is `"0.000001"`).
     pub fn to_decimal_string(self, decimals: u8) -> String {
-        let decimals = usize::from(decimals);
-        let digits = self.0.to_string();
-        if decimals == 0 {
-            return digits;
-        }
-        let padded = if digits.len() <= decimals {
-            format!("{}{}", "0".repeat(decimals + 1 - digits.len()), digits)
-        } else {
-            digits
-        };
-        // `padded` has more than `decimals` digits, and every byte is an
-        // ASCII digit, so both splits land on character boundaries.
-        let split = padded.len().saturating_sub(decimals);
-        let (int_part, frac_part) = (padded.get(..split).unwrap_or("0"), padded.get(split..).unwrap_or(""));
-        let keep = frac_part.trim_end_matches('0').len().max(2.min(decimals));
-        format!("{int_part}.{}", frac_part.get(..keep).unwrap_or(frac_part))
+        decimal::format_decimal(self.0, decimals, decimal::API_PLACES_MIN)
     }
 }
 
@@ -88,59 +74,35 @@ pub enum AmountError {
     Overflow,
 }
 
+impl From<decimal::DecimalError> for AmountError {
+    fn from(e: decimal::DecimalError) -> Self {
+        use decimal::DecimalError as D;
+        match e {
+            D::Empty => AmountError::Empty,
+            D::TooLong { .. } => AmountError::TooLong,
+            D::Signed { negative: true } => AmountError::Negative,
+            D::Signed { negative: false } | D::NonDigit { .. } | D::EmptyPart => AmountError::Malformed,
+            D::TooPrecise { found, allowed } => AmountError::TooPrecise { found, allowed },
+            D::Overflow => AmountError::Overflow,
+        }
+    }
+}
+
 /// Parses a decimal string (`"25"`, `"25.5"`, `"0.000001"`) into the asset's
 /// smallest unit. Rejects signs, exponents, whitespace, more decimals than the
 /// asset has, and values that do not fit. Zero is allowed here; callers that
 /// need a positive amount use [`parse_positive`].
 pub fn parse_decimal(text: &str, decimals: u8) -> Result<Amount, AmountError> {
-    if text.is_empty() {
-        return Err(AmountError::Empty);
-    }
+    check_length(text)?;
+    Ok(Amount(decimal::parse_decimal(text, decimals)?))
+}
+
+/// The API's own limit, stricter than the codec's.
+fn check_length(text: &str) -> Result<(), AmountError> {
     if text.len() > AMOUNT_TEXT_BYTES_MAX {
         return Err(AmountError::TooLong);
     }
-    if text.starts_with('-') {
-        return Err(AmountError::Negative);
-    }
-    let (int_part, frac_part) = match text.split_once('.') {
-        Some((i, f)) => (i, f),
-        None => (text, ""),
-    };
-    let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if int_part.is_empty() || !all_digits(int_part) || !all_digits(frac_part) {
-        return Err(AmountError::Malformed);
-    }
-    if text.ends_with('.') {
-        return Err(AmountError::Malformed);
-    }
-    if frac_part.len() > usize::from(decimals) {
-        return Err(AmountError::TooPrecise {
-            found: frac_part.len(),
-            allowed: decimals,
-        });
-    }
-    let units = digits_value(int_part.bytes().chain(frac_part.bytes()))?;
-    let missing = u32::from(decimals)
-        .checked_sub(u32::try_from(frac_part.len()).map_err(|_| AmountError::TooLong)?)
-        .ok_or(AmountError::TooPrecise {
-            found: frac_part.len(),
-            allowed: decimals,
-        })?;
-    let scale = 10u128.checked_pow(missing).ok_or(AmountError::Overflow)?;
-    units.checked_mul(scale).map(Amount).ok_or(AmountError::Overflow)
-}
-
-/// The integer an ASCII digit string spells, if it fits in `u128`.
-fn digits_value(digits: impl Iterator<Item = u8>) -> Result<u128, AmountError> {
-    let mut units: u128 = 0;
-    for b in digits {
-        let digit = b.checked_sub(b'0').filter(|d| *d <= 9).ok_or(AmountError::Malformed)?;
-        units = units
-            .checked_mul(10)
-            .and_then(|u| u.checked_add(u128::from(digit)))
-            .ok_or(AmountError::Overflow)?;
-    }
-    Ok(units)
+    Ok(())
 }
 
 /// The places after the point in a decimal string (0 without a point).
@@ -160,10 +122,12 @@ pub fn parse_positive(text: &str, decimals: u8) -> Result<Amount, AmountError> {
 /// Parses an integer string of smallest units (`"10000"` = 0.01 USDC), the
 /// form x402 uses on the wire.
 pub fn parse_atomic(text: &str) -> Result<Amount, AmountError> {
+    // A point is malformed before anything else (`"-1.0"` too).
     if text.contains('.') {
         return Err(AmountError::Malformed);
     }
-    parse_decimal(text, 0)
+    check_length(text)?;
+    Ok(Amount(decimal::parse_atomic(text)?))
 }
 
 /// An amount as a request states it: a decimal string in the asset's unit, or

@@ -81,6 +81,17 @@ impl Ledger {
             return Err("live-holds-per-session index disagrees with the holds".into());
         }
         let held_of = |key: String| held.get(&key).copied().unwrap_or_default();
+        // Each per-tool cap of `owner` (whose held-sum keys start with
+        // `key`) is within its cap and holds what its live holds sum to.
+        let tool_caps_hold_their_holds = |owner: &str, key: &str, tool_caps: &BTreeMap<_, CapUsage>| {
+            for (tool, tc) in tool_caps {
+                within(&format!("{owner} tool {tool}"), tc)?;
+                if tc.usage.held != held_of(format!("{key}/{tool}")) {
+                    return Err(format!("{owner} tool {tool} held amount disagrees with its holds"));
+                }
+            }
+            Ok::<(), String>(())
+        };
 
         let mut spent: BTreeMap<String, Amount> = BTreeMap::new();
         for session in self.sessions.values() {
@@ -91,15 +102,11 @@ impl Ledger {
                     session.id, session.limit.usage.held
                 ));
             }
-            for (tool, tc) in &session.tool_caps {
-                within(&format!("session {} tool {tool}", session.id), tc)?;
-                if tc.usage.held != held_of(format!("s/{}/{tool}", session.id)) {
-                    return Err(format!(
-                        "session {} tool {tool} held amount disagrees with its holds",
-                        session.id
-                    ));
-                }
-            }
+            tool_caps_hold_their_holds(
+                &format!("session {}", session.id),
+                &format!("s/{}", session.id),
+                &session.tool_caps,
+            )?;
             // The limit is fixed at creation and checked before every new
             // hold, so a session never has more live holds than it allows.
             if self.live_per_session.get(&session.id).copied().unwrap_or(0) > session.live_holds_max {
@@ -123,15 +130,11 @@ impl Ledger {
             if budget.limit.usage.spent != spent.get(budget.id.as_str()).copied().unwrap_or_default() {
                 return Err(format!("budget {} spent amount disagrees with its sessions", budget.id));
             }
-            for (tool, tc) in &budget.tool_caps {
-                within(&format!("budget {} tool {tool}", budget.id), tc)?;
-                if tc.usage.held != held_of(format!("b/{}/{tool}", budget.id)) {
-                    return Err(format!(
-                        "budget {} tool {tool} held amount disagrees with its holds",
-                        budget.id
-                    ));
-                }
-            }
+            tool_caps_hold_their_holds(
+                &format!("budget {}", budget.id),
+                &format!("b/{}", budget.id),
+                &budget.tool_caps,
+            )?;
         }
         for (key, record) in &self.idempotency {
             if !self.key_deadlines.contains(&(record.expires_at_ms, key.clone())) {

@@ -11,6 +11,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use client::Client;
 use serde::Serialize;
 
+use crate::receipts;
+
 /// Where and as whom to connect.
 #[derive(Args, Clone)]
 pub struct Conn {
@@ -82,15 +84,38 @@ pub struct IdArgs {
     conn: Conn,
 }
 
-fn parse_tool_caps(items: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
-    items
-        .iter()
-        .map(|i| {
-            i.split_once('=')
-                .map(|(t, c)| (t.to_string(), c.to_string()))
-                .with_context(|| format!("--tool-cap {i:?} is not TOOL=CAP"))
-        })
-        .collect()
+/// The asset and per-tool caps of a new budget or session.
+#[derive(Args)]
+pub struct AssetCapsArgs {
+    #[arg(long)]
+    asset: Option<String>,
+    #[arg(long)]
+    decimals: Option<u8>,
+    /// TOOL=CAP, repeatable.
+    #[arg(long = "tool-cap")]
+    tool_caps: Vec<String>,
+}
+
+impl AssetCapsArgs {
+    fn tool_caps(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        self.tool_caps
+            .iter()
+            .map(|i| {
+                i.split_once('=')
+                    .map(|(t, c)| (t.to_string(), c.to_string()))
+                    .with_context(|| format!("--tool-cap {i:?} is not TOOL=CAP"))
+            })
+            .collect()
+    }
+}
+
+/// A page of a list: after this id, at most this many.
+#[derive(Args)]
+pub struct PageArgs {
+    #[arg(long)]
+    after: Option<String>,
+    #[arg(long)]
+    limit: Option<u32>,
 }
 
 #[derive(Subcommand)]
@@ -102,13 +127,8 @@ pub enum BudgetCommand {
         cap: String,
         #[arg(long)]
         parent: Option<String>,
-        #[arg(long)]
-        asset: Option<String>,
-        #[arg(long)]
-        decimals: Option<u8>,
-        /// TOOL=CAP, repeatable.
-        #[arg(long = "tool-cap")]
-        tool_caps: Vec<String>,
+        #[command(flatten)]
+        caps: AssetCapsArgs,
         /// Tools no session under this budget may spend on, comma-separated
         /// (default: none; at most 64).
         #[arg(long = "blocked-tools", value_delimiter = ',')]
@@ -118,10 +138,8 @@ pub enum BudgetCommand {
     },
     Get(IdArgs),
     List {
-        #[arg(long)]
-        after: Option<String>,
-        #[arg(long)]
-        limit: Option<u32>,
+        #[command(flatten)]
+        page: PageArgs,
         #[command(flatten)]
         conn: Conn,
     },
@@ -142,13 +160,8 @@ pub enum SessionCommand {
         wallet: Option<String>,
         #[arg(long)]
         expires_in_seconds: Option<u64>,
-        #[arg(long)]
-        asset: Option<String>,
-        #[arg(long)]
-        decimals: Option<u8>,
-        /// TOOL=CAP, repeatable.
-        #[arg(long = "tool-cap")]
-        tool_caps: Vec<String>,
+        #[command(flatten)]
+        caps: AssetCapsArgs,
         /// The only tools the session may spend on, comma-separated
         /// (default: any tool; at most 64).
         #[arg(long, value_delimiter = ',')]
@@ -260,10 +273,8 @@ pub enum ReceiptsCommand {
     List {
         #[command(flatten)]
         filter: ReceiptFilterArgs,
-        #[arg(long)]
-        after: Option<String>,
-        #[arg(long)]
-        limit: Option<u32>,
+        #[command(flatten)]
+        page: PageArgs,
         #[command(flatten)]
         conn: Conn,
     },
@@ -361,9 +372,7 @@ pub async fn run(command: ApiCommand) -> anyhow::Result<()> {
             id,
             cap,
             parent,
-            asset,
-            decimals,
-            tool_caps,
+            caps,
             blocked_tools,
             conn,
         }) => print(
@@ -372,17 +381,17 @@ pub async fn run(command: ApiCommand) -> anyhow::Result<()> {
                 .create_budget(&CreateBudgetRequest {
                     id,
                     cap,
-                    asset,
-                    decimals,
-                    tool_caps: parse_tool_caps(&tool_caps)?,
+                    tool_caps: caps.tool_caps()?,
+                    asset: caps.asset,
+                    decimals: caps.decimals,
                     parent,
                     blocked_tools: blocked_tools.into_iter().collect(),
                 })
                 .await?,
         ),
         ApiCommand::Budget(BudgetCommand::Get(a)) => print(&a.conn.client()?.get_budget(&a.id).await?),
-        ApiCommand::Budget(BudgetCommand::List { after, limit, conn }) => {
-            print(&conn.client()?.list_budgets(after.as_deref(), limit).await?)
+        ApiCommand::Budget(BudgetCommand::List { page, conn }) => {
+            print(&conn.client()?.list_budgets(page.after.as_deref(), page.limit).await?)
         }
         ApiCommand::Session(SessionCommand::Create {
             cap,
@@ -391,9 +400,7 @@ pub async fn run(command: ApiCommand) -> anyhow::Result<()> {
             budget,
             wallet,
             expires_in_seconds,
-            asset,
-            decimals,
-            tool_caps,
+            caps,
             tools,
             live_holds_max,
             conn,
@@ -405,12 +412,12 @@ pub async fn run(command: ApiCommand) -> anyhow::Result<()> {
                 .create_session(&CreateSessionRequest {
                     id,
                     cap,
-                    asset,
-                    decimals,
+                    tool_caps: caps.tool_caps()?,
+                    asset: caps.asset,
+                    decimals: caps.decimals,
                     expires_in_seconds,
                     agent_id: agent,
                     wallet_address: wallet,
-                    tool_caps: parse_tool_caps(&tool_caps)?,
                     budget,
                     tools: tools.map(|t| t.into_iter().collect()),
                     live_holds_max,
@@ -475,15 +482,10 @@ pub async fn run(command: ApiCommand) -> anyhow::Result<()> {
                 .await?,
         ),
         ApiCommand::Authorization(a) => print(&a.conn.client()?.get_authorization(&a.id).await?),
-        ApiCommand::Receipts(ReceiptsCommand::List {
-            filter,
-            after,
-            limit,
-            conn,
-        }) => {
+        ApiCommand::Receipts(ReceiptsCommand::List { filter, page, conn }) => {
             let q = ReceiptQuery {
-                after,
-                limit,
+                after: page.after,
+                limit: page.limit,
                 ..filter.query()
             };
             print(&conn.client()?.receipts(&q).await?)
@@ -497,7 +499,7 @@ pub async fn run(command: ApiCommand) -> anyhow::Result<()> {
             let jsonl = conn.client()?.export_receipts(&filter.query()).await?;
             let text = match format {
                 ExportFormat::Jsonl => jsonl,
-                ExportFormat::Csv => to_csv(&jsonl)?,
+                ExportFormat::Csv => receipts::to_csv(&jsonl)?,
             };
             match out {
                 Some(path) => std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?,
@@ -510,7 +512,7 @@ pub async fn run(command: ApiCommand) -> anyhow::Result<()> {
             filter,
             strict,
             conn,
-        }) => verify_receipts(file, filter, strict, conn).await,
+        }) => receipts::verify(&receipts_to_verify(file, filter, conn).await?, strict),
         ApiCommand::Cluster(ClusterCommand::Status { conn }) => print(&conn.client()?.cluster_status().await?),
         ApiCommand::Cluster(ClusterCommand::Digest { conn }) => print(&conn.client()?.cluster_digest().await?),
         ApiCommand::Cluster(ClusterCommand::AddLearner {
@@ -547,77 +549,12 @@ pub async fn run(command: ApiCommand) -> anyhow::Result<()> {
     }
 }
 
-/// The receipt columns of the CSV export, in order.
-const CSV_COLUMNS: [&str; 17] = [
-    "id",
-    "authorization_id",
-    "session_id",
-    "agent_id",
-    "tool",
-    "amount",
-    "amount_atomic",
-    "asset",
-    "wallet_address",
-    "payment_request_id",
-    "signature",
-    "transaction_hash",
-    "network",
-    "resource_url",
-    "timestamp_ms",
-    "trace_id",
-    "tool_call_id",
-];
-
-fn csv_field(text: &str) -> String {
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text.to_string()
-    }
-}
-
-fn to_csv(jsonl: &str) -> anyhow::Result<String> {
-    let mut out = CSV_COLUMNS.join(",");
-    out.push('\n');
-    for line in jsonl.lines().filter(|l| !l.trim().is_empty()) {
-        let r: ReceiptView = serde_json::from_str(line).context("a receipt line")?;
-        let fields = [
-            r.id,
-            r.authorization_id,
-            r.session_id,
-            r.agent_id,
-            r.tool,
-            r.amount,
-            r.amount_atomic,
-            r.asset,
-            r.wallet_address.unwrap_or_default(),
-            r.payment_request_id.unwrap_or_default(),
-            r.signature.unwrap_or_default(),
-            r.transaction_hash.unwrap_or_default(),
-            r.network.unwrap_or_default(),
-            r.resource_url.unwrap_or_default(),
-            r.timestamp_ms.to_string(),
-            r.context.trace_id.unwrap_or_default(),
-            r.context.tool_call_id.unwrap_or_default(),
-        ];
-        out.push_str(&fields.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
-        out.push('\n');
-    }
-    Ok(out)
-}
-
-/// `receipts verify`: one JSON line per receipt, a summary on stderr; fails
-/// when any receipt is invalid (or, with `--strict`, not an x402 receipt).
-async fn verify_receipts(
-    file: Option<PathBuf>,
-    filter: ReceiptFilterArgs,
-    strict: bool,
-    conn: Conn,
-) -> anyhow::Result<()> {
-    use gateway::receipt::{parse_export, verify_receipt, Verdict};
-    let text = match &file {
+/// `receipts verify`'s input: an export file, or the API's export with the
+/// filters (which do not apply to a file).
+async fn receipts_to_verify(file: Option<PathBuf>, filter: ReceiptFilterArgs, conn: Conn) -> anyhow::Result<String> {
+    let q = filter.query();
+    match &file {
         Some(path) => {
-            let q = filter.query();
             if q.session_id.is_some()
                 || q.agent_id.is_some()
                 || q.tool.is_some()
@@ -626,46 +563,8 @@ async fn verify_receipts(
             {
                 bail!("the filters apply to the API; filter the export instead");
             }
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
         }
-        None => conn.client()?.export_receipts(&filter.query()).await?,
-    };
-    let receipts = parse_export(&text).map_err(|e| anyhow::anyhow!("reading the receipts: {e}"))?;
-    let (mut valid, mut invalid, mut other) = (0usize, 0usize, 0usize);
-    for r in &receipts {
-        let verdict = verify_receipt(r);
-        let detail = match &verdict {
-            Verdict::Valid => {
-                valid += 1;
-                None
-            }
-            Verdict::Invalid(why) => {
-                invalid += 1;
-                Some(why.clone())
-            }
-            Verdict::NotX402 => {
-                other += 1;
-                None
-            }
-        };
-        let line = serde_json::json!({
-            "id": r.id,
-            "result": verdict.as_str(),
-            "detail": detail,
-            "wallet_address": r.wallet_address,
-            "transaction_hash": r.transaction_hash,
-        });
-        println!("{line}");
+        None => Ok(conn.client()?.export_receipts(&q).await?),
     }
-    eprintln!(
-        "{} receipts: {valid} valid, {invalid} invalid, {other} not x402",
-        receipts.len()
-    );
-    if invalid > 0 {
-        bail!("{invalid} receipt(s) failed verification");
-    }
-    if strict && other > 0 {
-        bail!("{other} receipt(s) are not x402 receipts (--strict)");
-    }
-    Ok(())
 }

@@ -8,21 +8,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use clap::{Args, Subcommand, ValueEnum};
-use gateway::config::{decimal_to_atomic, parse_asset, Secret, MAX_TIMEOUT_SECONDS_DEFAULT};
+use clap::{Args, Subcommand};
+use gateway::config::{parse_asset, Secret, MAX_TIMEOUT_SECONDS_DEFAULT};
 use gateway::{AllowedAsset, Gateway, GatewayConfig, HostPattern, KeyRing, Limits, ToolRule, UpstreamPolicy};
 use x402::X402Version;
 use x402_merchant::{Merchant, MerchantConfig, RouteConfig};
 
+use crate::process::{init_logs, shutdown_signal, LogFormat};
+
 /// Inline wallet keys (the key-file format; `;` separates entries). Read
 /// from the environment only, never from the command line.
 const KEYS_ENV: &str = "SPENDCAP_GATEWAY_KEYS";
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Human,
-    Json,
-}
 
 #[derive(Args)]
 pub struct GatewayArgs {
@@ -158,30 +154,19 @@ fn gateway_token(a: &GatewayArgs) -> anyhow::Result<String> {
     }
 }
 
-fn ledger_urls(a: &GatewayArgs) -> Vec<String> {
-    a.ledgers
-        .iter()
-        .map(|u| u.trim().to_string())
-        .filter(|u| !u.is_empty())
-        .collect()
+/// The trimmed, non-empty values of a repeatable, comma-separated flag.
+fn items(values: &[String]) -> impl Iterator<Item = &str> {
+    values.iter().map(|v| v.trim()).filter(|v| !v.is_empty())
 }
 
-fn init_logs(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
+fn ledger_urls(a: &GatewayArgs) -> Vec<String> {
+    items(&a.ledgers).map(str::to_string).collect()
 }
 
 fn config(a: &GatewayArgs) -> anyhow::Result<GatewayConfig> {
     let assets = if a.assets.is_empty() {
         vec![AllowedAsset::base_sepolia_usdc(
-            decimal_to_atomic(&a.payment_max, 6).context("--payment-max")?,
+            decimal::parse_decimal(&a.payment_max, 6).context("--payment-max")?,
         )]
     } else {
         a.assets
@@ -205,19 +190,11 @@ fn config(a: &GatewayArgs) -> anyhow::Result<GatewayConfig> {
             .max(limits.upstream_timeout * 2 + limits.ledger_timeout * 4),
         ..limits
     };
-    let allow = a
-        .upstream_allow
-        .iter()
-        .map(|p| p.trim())
-        .filter(|p| !p.is_empty())
+    let allow = items(&a.upstream_allow)
         .map(HostPattern::parse)
         .collect::<Result<Vec<_>, _>>()
         .context("--upstream-allow")?;
-    let tool_map = a
-        .tool_map
-        .iter()
-        .map(|r| r.trim())
-        .filter(|r| !r.is_empty())
+    let tool_map = items(&a.tool_map)
         .map(ToolRule::parse)
         .collect::<Result<Vec<_>, _>>()
         .context("--tool-map")?;
@@ -251,7 +228,7 @@ fn keys(a: &GatewayArgs) -> anyhow::Result<KeyRing> {
 }
 
 pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
-    init_logs(a.log_format);
+    init_logs(a.log_format, "info");
     if let Some(GatewayCommand::Reconcile(r)) = &a.command {
         return reconcile(&a, r).await;
     }
@@ -271,7 +248,7 @@ pub async fn run(a: GatewayArgs) -> anyhow::Result<()> {
             asset.code,
             asset.network.v1_name(),
             asset.contract,
-            gateway::config::atomic_to_decimal(asset.payment_max_atomic, asset.decimals)
+            decimal::format_decimal(asset.payment_max_atomic, asset.decimals, decimal::API_PLACES_MIN)
         );
     }
     for address in keys.addresses() {
@@ -379,29 +356,8 @@ async fn start_demo_merchant() -> anyhow::Result<x402_merchant::MerchantHandle> 
         eprintln!(
             "    GET {}  x402 v{version}, {} USDC on base-sepolia",
             merchant.url(&path),
-            gateway::config::atomic_to_decimal(price, 6)
+            decimal::format_decimal(price, 6, decimal::API_PLACES_MIN)
         );
     }
     Ok(merchant)
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
-    }
 }

@@ -3,6 +3,8 @@
 mod backup;
 mod cli;
 mod gateway_cmd;
+mod process;
+mod receipts;
 mod serve;
 
 use clap::{Parser, Subcommand};

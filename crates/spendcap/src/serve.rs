@@ -5,15 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use node::tokens::AdminToken;
 use node::{parse_members, Limits, Node, NodeConfig, RaftTuning};
 
-#[derive(Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Human,
-    Json,
-}
+use crate::process::{init_logs, shutdown_signal, LogFormat};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -105,20 +101,8 @@ pub struct ServeArgs {
     clock_skew_max_ms: u64,
 }
 
-fn init_logs(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
-}
-
 pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
-    init_logs(a.log_format);
+    init_logs(a.log_format, "info,openraft=warn");
     let limits = Limits {
         request_body_bytes_max: a.request_body_bytes_max,
         batch_request_body_bytes_max: a.batch_request_body_bytes_max,
@@ -174,25 +158,4 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     node.shutdown().await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
-    }
 }

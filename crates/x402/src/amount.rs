@@ -1,4 +1,5 @@
-//! Checked parsing of the decimal strings x402 uses for atomic token amounts and Unix times.
+//! Checked parsing of the decimal strings x402 uses for atomic token amounts and Unix times,
+//! through the workspace's one codec (the `decimal` crate), with x402's own error type.
 //!
 //! Only plain ASCII digits are accepted: no sign, no whitespace, no hex, no exponent, no
 //! fraction. Leading zeros are accepted (`"010"` is 10).
@@ -7,7 +8,7 @@ use thiserror::Error;
 
 /// Longest decimal string accepted (bytes). `u128::MAX` has 39 digits; the slack allows
 /// leading zeros while bounding the work done on hostile input.
-pub const DECIMAL_STRING_BYTES_MAX: usize = 80;
+pub const DECIMAL_STRING_BYTES_MAX: usize = decimal::TEXT_BYTES_MAX;
 
 /// Why a decimal string was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -26,30 +27,19 @@ pub enum AmountError {
 
 /// Parses an atomic-unit amount (e.g. `"10000"` = 0.01 USDC) into `u128`.
 pub fn parse_atomic_amount(text: &str) -> Result<u128, AmountError> {
-    let bytes = text.as_bytes();
-    let Some(&first) = bytes.first() else {
-        return Err(AmountError::Empty);
-    };
-    if bytes.len() > DECIMAL_STRING_BYTES_MAX {
-        return Err(AmountError::TooLong {
-            len_bytes: bytes.len(),
-            limit_bytes: DECIMAL_STRING_BYTES_MAX,
-        });
-    }
-    if first == b'+' || first == b'-' {
-        return Err(AmountError::Signed);
-    }
-    let mut value: u128 = 0;
-    for (index, &byte) in bytes.iter().enumerate() {
-        if !byte.is_ascii_digit() {
-            return Err(AmountError::NonDigit { index });
-        }
-        value = value
-            .checked_mul(10)
-            .and_then(|v| v.checked_add(u128::from(byte - b'0')))
-            .ok_or(AmountError::Overflow { bits: 128 })?;
-    }
-    Ok(value)
+    use decimal::DecimalError as D;
+    decimal::parse_atomic(text).map_err(|e| match e {
+        D::Empty => AmountError::Empty,
+        D::TooLong { len_bytes, limit_bytes } => AmountError::TooLong { len_bytes, limit_bytes },
+        D::Signed { .. } => AmountError::Signed,
+        D::NonDigit { index } => AmountError::NonDigit { index },
+        // Only decimal parsing reports these, for text with a point: to an
+        // integer parser the point is the first non-digit.
+        D::EmptyPart | D::TooPrecise { .. } => AmountError::NonDigit {
+            index: text.find('.').unwrap_or(0),
+        },
+        D::Overflow => AmountError::Overflow { bits: 128 },
+    })
 }
 
 /// Parses a Unix time in seconds (e.g. `validBefore`) into `u64`.

@@ -8,7 +8,6 @@ use x402::{SharedSigner, X402Version, B256};
 
 use super::offer::{summary, Chosen};
 use super::request::{Fetch, Session};
-use crate::config::atomic_to_decimal;
 use crate::error::{Code, GatewayError};
 use crate::ids;
 use crate::ledger::Ledger;
@@ -59,7 +58,7 @@ impl Payment<'_> {
             token: self.chosen.exact.asset.to_checksum(None),
             asset: self.chosen.asset.code.clone(),
             amount_atomic: amount.to_string(),
-            amount: atomic_to_decimal(amount, self.chosen.asset.decimals),
+            amount: decimal::format_decimal(amount, self.chosen.asset.decimals, decimal::API_PLACES_MIN),
             pay_to: self.chosen.exact.pay_to.to_checksum(None),
             wallet_address: self.wallet.to_checksum(None),
             nonce: format!("0x{}", hex::encode(self.nonce.as_slice())),

@@ -10,7 +10,7 @@ use x402::{
 };
 
 use super::request::{Fetch, Session};
-use crate::config::{atomic_to_decimal, AllowedAsset, GatewayConfig};
+use crate::config::{AllowedAsset, GatewayConfig};
 use crate::error::{Code, GatewayError, GatewayResult, RequirementSummary};
 use crate::receipt::{PaymentReference, RECEIPT_TEXT_BYTES_MAX};
 use crate::upstream::{BodyError, UpstreamResponse};
@@ -206,7 +206,7 @@ pub(super) fn choose(offer: &Offer, session: &Session, config: &GatewayConfig, f
             format!(
                 "the price {amount} is above the gateway's per-payment maximum {} ({} {})",
                 asset.payment_max_atomic,
-                atomic_to_decimal(asset.payment_max_atomic, asset.decimals),
+                decimal::format_decimal(asset.payment_max_atomic, asset.decimals, decimal::API_PLACES_MIN),
                 asset.code
             ),
         )));

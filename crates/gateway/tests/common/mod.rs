@@ -165,7 +165,7 @@ impl Ledger {
 
 /// Atomic units of a decimal USDC amount as the ledger prints it.
 pub fn units(decimal: &str) -> u128 {
-    gateway::config::decimal_to_atomic(decimal, 6).unwrap_or_else(|e| panic!("{decimal:?}: {e}"))
+    decimal::parse_decimal(decimal, 6).unwrap_or_else(|e| panic!("{decimal:?}: {e}"))
 }
 
 /// A merchant with $10 reports in both wire versions.
