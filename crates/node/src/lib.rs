@@ -6,11 +6,13 @@
 //! - [`reads`]: linearizable reads on every node (read index + wait).
 //! - [`peer`] and [`raft_server`]: Raft RPCs over HTTP with postcard bodies,
 //!   addressed to a node id and cluster.
-//! - [`http`]: the JSON API (axum).
+//! - [`http`]: the JSON API (axum); [`decisions`]: the console's recent
+//!   decisions, fed by the state machine on every replica.
 //! - [`node`]: startup, bootstrap, shutdown, background tasks.
 
 pub mod clock;
 pub mod config;
+pub mod decisions;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod health;

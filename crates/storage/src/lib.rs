@@ -29,9 +29,7 @@ pub use db::{open, Store, StoreError};
 pub use history::{ReceiptFilter, RECEIPTS_PAGE_MAX};
 pub use log_store::LogStore;
 pub use snapshot::{SnapshotError, SNAPSHOT_MAGIC};
-pub use state_machine::{
-    inspect_backup, restore_backup, AppliedDecision, BackupSummary, StateMachineStore, RECENT_DECISIONS_MAX,
-};
+pub use state_machine::{inspect_backup, restore_backup, ApplyObserver, BackupSummary, StateMachineStore};
 
 pub type NodeId = u64;
 

@@ -220,7 +220,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         })
         .await
         .map_err(write_err)?;
-        metrics::counter!(api::metrics::RAFT_PURGES_TOTAL).increment(1);
+        metrics::counter!(metric_names::RAFT_PURGES_TOTAL).increment(1);
         Ok(())
     }
 }

@@ -24,6 +24,7 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 
 use crate::config::Limits;
+use crate::decisions::RecentDecisions;
 use crate::proposer::Proposer;
 use crate::reads::ReadBarrier;
 use error::ApiError;
@@ -44,6 +45,8 @@ pub struct AppInner {
     pub peer_auth: bool,
     pub raft: Raft,
     pub sm: StateMachineStore,
+    /// What this replica applied lately, for the console.
+    pub decisions: RecentDecisions,
     pub proposer: Proposer,
     pub reads: ReadBarrier,
     pub limits: Limits,
