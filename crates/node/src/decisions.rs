@@ -89,3 +89,65 @@ impl ApplyObserver for RecentDecisions {
         self.record_recent(log_index, entry.time_ms, &entry.commands, outcomes);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use ledger::*;
+
+    use super::*;
+
+    fn authorize(session: &str, atomic: u128) -> Command {
+        Command::Authorize(Authorize {
+            session_id: SessionId::new(session).unwrap(),
+            amount: AmountInput::Atomic(Amount(atomic)),
+            tool: Tool::new("search").unwrap(),
+            idempotency_key: None,
+            hold_ttl_ms: None,
+            context: DecisionContext::default(),
+            credential: None,
+        })
+    }
+
+    #[test]
+    fn keeps_authorizations_newest_first_and_skips_other_commands() {
+        let create = Command::CreateSession(CreateSession {
+            id: SessionId::new("s1").unwrap(),
+            token_hash: [1; 32],
+            asset: Asset::usdc(),
+            cap: Amount(10),
+            ttl_ms: 60_000,
+            agent_id: "agent".into(),
+            wallet_address: None,
+            tool_caps: BTreeMap::new(),
+            budget: None,
+            tools: None,
+            live_holds_max: None,
+        });
+        let entry = Entry {
+            time_ms: 1_000,
+            commands: vec![create, authorize("s1", 4), authorize("s1", 7), authorize("nobody", 1)],
+        };
+        let outcomes = Ledger::new().apply(3, &entry);
+        let ring = RecentDecisions::new();
+        ring.applied(3, &entry, &outcomes);
+        let kept = ring.recent();
+        let summary: Vec<(u32, &str, &str)> = kept
+            .iter()
+            .map(|d| (d.batch_position, d.kind.as_str(), d.result.as_str()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (3, "authorize", "unknown_session"),
+                (2, "authorize", "session_cap"),
+                (1, "authorize", "approved"),
+            ]
+        );
+        assert!(kept.iter().all(|d| d.log_index == 3 && d.time_ms == 1_000));
+        assert_eq!(kept[2].session_id.as_deref(), Some("s1"));
+        assert_eq!(kept[2].tool.as_deref(), Some("search"));
+        assert!(kept[2].authorization_id.is_some());
+    }
+}
