@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::db::{decode, encode, Store, StoreError, CF_APPLIED, CF_HISTORY, CF_RAFT, CF_STATE};
 use crate::history;
 use crate::snapshot::{SnapshotHeader, SnapshotReader, SnapshotWriter, TAG_HISTORY, TAG_STATE};
-use crate::{ApplyResult, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::types::{ApplyResult, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 const KEY_APPLIED: &[u8] = b"applied";
 const KEY_SNAPSHOT_META: &[u8] = b"snapshot_meta";
@@ -470,8 +470,8 @@ pub fn inspect_backup(path: &Path) -> Result<BackupSummary, StoreError> {
 pub fn restore_backup(
     backup: &Path,
     data_dir: &Path,
-    node_id: crate::NodeId,
-    members: std::collections::BTreeMap<crate::NodeId, crate::NodeAddr>,
+    node_id: crate::types::NodeId,
+    members: std::collections::BTreeMap<crate::types::NodeId, crate::types::NodeAddr>,
 ) -> Result<BackupSummary, StoreError> {
     if data_dir.join("db").exists() {
         return Err(StoreError::Corrupt(format!(
@@ -495,7 +495,7 @@ pub fn restore_backup(
         let cf = if frame.tag == TAG_STATE { CF_STATE } else { CF_HISTORY };
         batch.put_cf(store.cf(cf), &frame.key, &frame.value);
     }
-    let voters: std::collections::BTreeSet<crate::NodeId> = members.keys().copied().collect();
+    let voters: std::collections::BTreeSet<crate::types::NodeId> = members.keys().copied().collect();
     let membership = openraft::Membership::new(vec![voters], members);
     let applied = Applied {
         last_applied: Some(last),
