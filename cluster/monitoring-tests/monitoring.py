@@ -204,7 +204,7 @@ class Checks:
 
 
 # --------------------------------------------------------------------------
-# Metric names: crates/api/src/metrics.rs is the single source of truth.
+# Metric names: crates/metric-names/src/lib.rs is the single source of truth.
 
 PROCESS_METRICS = {
     "process_cpu_seconds_total", "process_resident_memory_bytes", "process_virtual_memory_bytes",
@@ -215,11 +215,11 @@ PROMETHEUS_BUILTIN = {"up", "ALERTS", "ALERTS_FOR_STATE", "scrape_duration_secon
 
 
 def metric_constants(root):
-    """{CONSTANT: name} from crates/api/src/metrics.rs."""
-    text = open(os.path.join(root, "crates/api/src/metrics.rs")).read()
+    """{CONSTANT: name} from crates/metric-names/src/lib.rs."""
+    text = open(os.path.join(root, "crates/metric-names/src/lib.rs")).read()
     found = dict(re.findall(r'pub const ([A-Z0-9_]+): &str = "([a-z0-9_:]+)";', text))
     if len(found) < 20:
-        raise Failed(f"found only {len(found)} metric constants in crates/api/src/metrics.rs")
+        raise Failed(f"found only {len(found)} metric constants in crates/metric-names/src/lib.rs")
     return found
 
 
@@ -306,7 +306,7 @@ def check_dashboard(root, errors):
             errors.append(f"{where}: does not select job=\"$job\"")
         for name in metric_names_in(expr):
             if name not in known:
-                errors.append(f"{where}: unknown metric {name!r} (not in crates/api/src/metrics.rs)")
+                errors.append(f"{where}: unknown metric {name!r} (not in crates/metric-names/src/lib.rs)")
         if expr.count("(") != expr.count(")") or expr.count("{") != expr.count("}"):
             errors.append(f"{where}: unbalanced brackets")
     refs = [(p["id"], t["refId"]) for p, t in dashboard_targets(dash)]

@@ -11,12 +11,13 @@
 pub mod amount;
 pub mod command;
 pub mod ids;
-mod invariants;
+pub mod model;
 pub mod records;
 pub mod state;
 
 pub use amount::{Amount, AmountError, AmountInput};
 pub use command::*;
 pub use ids::*;
+pub use model::{Budget, CapUsage, Hold, Meta, Receipt, Session, Settling, Usage};
 pub use records::{HistoryRecord, RecordError, RecordKey};
-pub use state::{Budget, CapUsage, Changes, Hold, Ledger, Meta, Receipt, Session, Settling, Usage};
+pub use state::{Changes, Ledger};

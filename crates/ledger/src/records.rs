@@ -1,25 +1,25 @@
-//! The state as key/value records: how the node persists it, snapshots it,
-//! loads it back, and how replicas compare it (the digest).
+//! The state as key/value records: the keys and the value encoding the node
+//! persists, snapshots and loads back (the state's side, including the
+//! digest replicas compare, is in `state::persist`).
 //!
 //! Keys sort by kind, then id; values are postcard with a leading format
 //! version byte so the on-disk format can evolve.
 
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::ids::{BudgetId, HoldId, SessionId};
-use crate::state::{Budget, Hold, IdempotencyRecord, Ledger, Meta, Receipt, ScopedKey, Session};
+use crate::model::{Hold, Receipt, ScopedKey};
 
 /// Version byte in front of every encoded record.
 /// Version 2: sessions carry `tools` and `live_holds_max`, budgets
 /// `blocked_tools` (records of version 1 are refused, not misread).
 pub const RECORD_FORMAT_VERSION: u8 = 2;
 
-const KIND_META: u8 = b'M';
-const KIND_BUDGET: u8 = b'B';
-const KIND_SESSION: u8 = b'S';
-const KIND_HOLD: u8 = b'H';
-const KIND_IDEMPOTENCY: u8 = b'I';
+pub(crate) const KIND_META: u8 = b'M';
+pub(crate) const KIND_BUDGET: u8 = b'B';
+pub(crate) const KIND_SESSION: u8 = b'S';
+pub(crate) const KIND_HOLD: u8 = b'H';
+pub(crate) const KIND_IDEMPOTENCY: u8 = b'I';
 
 /// Names one record of the state.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -47,7 +47,7 @@ pub enum RecordError {
     Invariant(String),
 }
 
-fn encode_value<T: Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn encode_value<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = vec![RECORD_FORMAT_VERSION];
     // postcard encodes plain data into a Vec without failing; were it ever
     // to, the value would be empty on every replica alike (and fail to
@@ -56,7 +56,7 @@ fn encode_value<T: Serialize>(value: &T) -> Vec<u8> {
     out
 }
 
-fn decode_value<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, RecordError> {
+pub(crate) fn decode_value<T: DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, RecordError> {
     let Some((&version, body)) = bytes.split_first() else {
         return Err(RecordError::Version {
             key: key.to_vec(),
@@ -94,7 +94,7 @@ impl RecordKey {
 
 /// Records that leave the live state and are kept for audit: resolved holds
 /// and receipts. The node stores them apart (they are not loaded into
-/// memory), and the history hash chain in [`Meta`] covers them.
+/// memory), and the history hash chain in [`Meta`](crate::model::Meta) covers them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HistoryRecord {
     Hold(Hold),
@@ -126,116 +126,5 @@ pub fn decode_receipt(bytes: &[u8]) -> Result<Receipt, RecordError> {
         HistoryRecord::Hold(_) => Err(RecordError::Mismatch {
             key: b"history".to_vec(),
         }),
-    }
-}
-
-impl Ledger {
-    /// The current value of a record, or `None` when the state no longer has
-    /// it (the node then deletes it).
-    pub fn encode_record(&self, key: &RecordKey) -> Option<Vec<u8>> {
-        match key {
-            RecordKey::Meta => Some(encode_value(&self.meta)),
-            RecordKey::Budget(id) => self.budgets.get(id).map(encode_value),
-            RecordKey::Session(id) => self.sessions.get(id).map(encode_value),
-            RecordKey::Hold(id) => self.holds.get(id).map(encode_value),
-            RecordKey::Idempotency(k) => self.idempotency.get(k).map(encode_value),
-        }
-    }
-
-    /// Every record, in a fixed order. Persisting all of them and loading
-    /// them back gives the same state.
-    pub fn records(&self) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
-        let meta = std::iter::once((RecordKey::Meta.encode(), encode_value(&self.meta)));
-        let budgets = self
-            .budgets
-            .iter()
-            .map(|(id, b)| (RecordKey::Budget(id.clone()).encode(), encode_value(b)));
-        let sessions = self
-            .sessions
-            .iter()
-            .map(|(id, s)| (RecordKey::Session(id.clone()).encode(), encode_value(s)));
-        let holds = self
-            .holds
-            .iter()
-            .map(|(id, h)| (RecordKey::Hold(*id).encode(), encode_value(h)));
-        let keys = self
-            .idempotency
-            .iter()
-            .map(|(k, r)| (RecordKey::Idempotency(k.clone()).encode(), encode_value(r)));
-        meta.chain(budgets).chain(sessions).chain(holds).chain(keys)
-    }
-
-    /// SHA-256 over every record. Replicas that applied the same log have the
-    /// same digest; the history chain head in the meta record covers
-    /// resolved holds and receipts too.
-    pub fn digest(&self) -> [u8; 32] {
-        let mut hasher = Sha256::new();
-        for (key, value) in self.records() {
-            hasher.update((key.len() as u64).to_be_bytes());
-            hasher.update(&key);
-            hasher.update((value.len() as u64).to_be_bytes());
-            hasher.update(&value);
-        }
-        hasher.finalize().into()
-    }
-
-    /// Rebuilds the state from records (any order), including the derived
-    /// indexes, and checks its invariants.
-    pub fn from_records<I, K, V>(records: I) -> Result<Ledger, RecordError>
-    where
-        I: IntoIterator<Item = (K, V)>,
-        K: AsRef<[u8]>,
-        V: AsRef<[u8]>,
-    {
-        let mut ledger = Ledger::new();
-        for (key, value) in records {
-            let (key, value) = (key.as_ref(), value.as_ref());
-            let Some((&kind, rest)) = key.split_first() else {
-                return Err(RecordError::UnknownKey { key: key.to_vec() });
-            };
-            let mismatch = || RecordError::Mismatch { key: key.to_vec() };
-            match kind {
-                KIND_META => ledger.meta = decode_value::<Meta>(key, value)?,
-                KIND_BUDGET => {
-                    let b: Budget = decode_value(key, value)?;
-                    if b.id.as_str().as_bytes() != rest {
-                        return Err(mismatch());
-                    }
-                    ledger.budgets.insert(b.id.clone(), b);
-                }
-                KIND_SESSION => {
-                    let s: Session = decode_value(key, value)?;
-                    if s.id.as_str().as_bytes() != rest {
-                        return Err(mismatch());
-                    }
-                    ledger.by_token.insert(s.token_hash, s.id.clone());
-                    ledger.sessions.insert(s.id.clone(), s);
-                }
-                KIND_HOLD => {
-                    let h: Hold = decode_value(key, value)?;
-                    if h.id.0.to_be_bytes() != rest {
-                        return Err(mismatch());
-                    }
-                    if h.settling.is_none() {
-                        ledger.hold_deadlines.insert((h.expires_at_ms, h.id));
-                    }
-                    let live = ledger.live_per_session.entry(h.session_id.clone()).or_default();
-                    *live = live.saturating_add(1);
-                    ledger.holds.insert(h.id, h);
-                }
-                KIND_IDEMPOTENCY => {
-                    let k: ScopedKey = postcard::from_bytes(rest).map_err(|source| RecordError::Decode {
-                        key: key.to_vec(),
-                        source,
-                    })?;
-                    let r: IdempotencyRecord = decode_value(key, value)?;
-                    ledger.key_deadlines.insert((r.expires_at_ms, k.clone()));
-                    ledger.idempotency.insert(k, r);
-                }
-                _ => return Err(RecordError::UnknownKey { key: key.to_vec() }),
-            }
-        }
-        ledger.check_invariants().map_err(RecordError::Invariant)?;
-        Ok(ledger)
     }
 }

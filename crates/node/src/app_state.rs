@@ -7,6 +7,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use storage::{NodeId, Raft, StateMachineStore};
 
 use crate::config::Limits;
+use crate::decisions::RecentDecisions;
 use crate::node_reads::NodeReads;
 use crate::proposer::Proposer;
 use crate::reads::ReadBarrier;
@@ -25,6 +26,8 @@ pub struct AppInner {
     pub peer_auth: bool,
     pub raft: Raft,
     pub sm: StateMachineStore,
+    /// What this replica applied lately, for the console.
+    pub decisions: RecentDecisions,
     pub proposer: Proposer,
     pub reads: ReadBarrier,
     pub limits: Limits,

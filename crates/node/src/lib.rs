@@ -11,11 +11,14 @@
 //!   addressed to a node id and cluster.
 //! - [`http`]: the JSON API (axum); [`app_state`] is what its handlers are
 //!   given, [`node_reads`] what they may read of the applied state.
+//! - [`decisions`]: the console's recent decisions, fed by the state
+//!   machine on every replica.
 //! - [`node`]: startup, bootstrap, shutdown, background tasks.
 
 pub mod app_state;
 pub mod clock;
 pub mod config;
+pub mod decisions;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod health;

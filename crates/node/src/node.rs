@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::app_state::{AppInner, AppState};
 use crate::config::NodeConfig;
+use crate::decisions::RecentDecisions;
 use crate::http;
 use crate::peer::{Network, PeerIdentity};
 use crate::proposer::{now_ms, Proposer, ProposerConfig};
@@ -112,6 +113,9 @@ impl Node {
         #[cfg(feature = "fault-injection")]
         crate::fault::init_clock(&config.data_dir);
         let (log_store, sm) = storage::open_raft_storage(&config.data_dir)?;
+        // Before Raft starts applying, so the ring sees every entry.
+        let decisions = RecentDecisions::new();
+        sm.set_apply_observer(Arc::new(decisions.clone()));
         let log_time_at_start_ms = sm.read().ledger.now_ms();
 
         let identity = PeerIdentity {
@@ -173,6 +177,7 @@ impl Node {
             peer_auth: config.peer_token.is_some(),
             raft: raft.clone(),
             sm: sm.clone(),
+            decisions,
             proposer: proposer.clone(),
             reads,
             limits,

@@ -122,7 +122,7 @@ impl Store {
         options.set_sync(true);
         let started = Instant::now();
         let result = self.inner.db.write_opt(batch, &options);
-        metrics::histogram!(api::metrics::STORAGE_FSYNC_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(metric_names::STORAGE_FSYNC_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
         result
     }
 
@@ -138,7 +138,7 @@ impl Store {
     pub(crate) fn sync_wal(&self) -> Result<(), rocksdb::Error> {
         let started = Instant::now();
         let result = self.inner.db.flush_wal(true);
-        metrics::histogram!(api::metrics::STORAGE_FSYNC_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(metric_names::STORAGE_FSYNC_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
         result
     }
 

@@ -8,7 +8,7 @@ use openraft::{LogState, OptionalSend, RaftLogReader, StorageIOError, Vote};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
 use crate::db::{decode, encode, index_key, key_index, Store, StoreError, CF_LOG, CF_RAFT};
-use crate::{LogId, NodeId, StorageError, TypeConfig};
+use crate::types::{LogId, NodeId, StorageError, TypeConfig};
 
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_COMMITTED: &[u8] = b"committed";
@@ -220,7 +220,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         })
         .await
         .map_err(write_err)?;
-        metrics::counter!(api::metrics::RAFT_PURGES_TOTAL).increment(1);
+        metrics::counter!(metric_names::RAFT_PURGES_TOTAL).increment(1);
         Ok(())
     }
 }

@@ -11,7 +11,7 @@ use std::io::{self, BufReader, BufWriter, Read, Write};
 use sha2::{Digest, Sha256};
 
 use crate::db::{decode, encode, StoreError};
-use crate::{LogId, StoredMembership};
+use crate::types::{LogId, StoredMembership};
 
 pub const SNAPSHOT_MAGIC: &[u8; 20] = b"spendcap-snapshot-1\n";
 

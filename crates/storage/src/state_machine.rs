@@ -2,14 +2,13 @@
 //! persists what changed, atomically with the applied log id; builds and
 //! installs snapshots.
 
-use std::collections::VecDeque;
 use std::fs;
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use ledger::{Command, HistoryRecord, HoldStatus, Ledger, Outcome};
+use ledger::{HistoryRecord, HoldStatus, Ledger, Outcome};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use rocksdb::{IteratorMode, WriteBatch};
@@ -18,13 +17,10 @@ use serde::{Deserialize, Serialize};
 use crate::db::{decode, encode, Store, StoreError, CF_APPLIED, CF_HISTORY, CF_RAFT, CF_STATE};
 use crate::history;
 use crate::snapshot::{SnapshotHeader, SnapshotReader, SnapshotWriter, TAG_HISTORY, TAG_STATE};
-use crate::{ApplyResult, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::types::{ApplyResult, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 const KEY_APPLIED: &[u8] = b"applied";
 const KEY_SNAPSHOT_META: &[u8] = b"snapshot_meta";
-
-/// How many recent decisions each node keeps for its console.
-pub const RECENT_DECISIONS_MAX: usize = 200;
 
 type Entry = openraft::Entry<TypeConfig>;
 
@@ -43,18 +39,12 @@ pub struct SmState {
     pub membership: StoredMembership,
 }
 
-/// One applied authorize, capture or void, for the console.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct AppliedDecision {
-    pub log_index: u64,
-    pub batch_position: u32,
-    pub time_ms: u64,
-    pub kind: String,
-    pub session_id: Option<String>,
-    pub tool: Option<String>,
-    pub authorization_id: Option<String>,
-    /// `approved`, a denial reason, `captured`, `voided`, or a refusal code.
-    pub result: String,
+/// Told of every normal entry this replica applies, in log order, with one
+/// outcome per command: how the node learns what was decided on every
+/// replica (its console's recent decisions), not only where a request came
+/// in. Called while apply holds the state lock: keep it short, never block.
+pub trait ApplyObserver: Send + Sync {
+    fn applied(&self, log_index: u64, entry: &ledger::Entry, outcomes: &[Outcome]);
 }
 
 /// The state machine store. Clones share everything.
@@ -62,7 +52,7 @@ pub struct AppliedDecision {
 pub struct StateMachineStore {
     store: Store,
     state: Arc<RwLock<SmState>>,
-    recent: Arc<Mutex<VecDeque<AppliedDecision>>>,
+    observer: Arc<RwLock<Option<Arc<dyn ApplyObserver>>>>,
     /// The file `begin_receiving_snapshot` handed out last.
     receiving: Arc<Mutex<Option<PathBuf>>>,
 }
@@ -115,7 +105,7 @@ impl StateMachineStore {
                 last_applied: applied.last_applied,
                 membership: applied.membership,
             })),
-            recent: Arc::new(Mutex::new(VecDeque::with_capacity(RECENT_DECISIONS_MAX))),
+            observer: Arc::new(RwLock::new(None)),
             receiving: Arc::new(Mutex::new(None)),
         })
     }
@@ -131,53 +121,18 @@ impl StateMachineStore {
         self.state.read().expect("state lock poisoned: apply panicked")
     }
 
-    pub fn recent_decisions(&self) -> Vec<AppliedDecision> {
-        self.recent
-            .lock()
-            .map(|r| r.iter().rev().cloned().collect())
-            .unwrap_or_default()
+    /// Installs the observer told of every entry applied from now on
+    /// (replacing any before). Install it before Raft starts applying.
+    pub fn set_apply_observer(&self, observer: Arc<dyn ApplyObserver>) {
+        if let Ok(mut slot) = self.observer.write() {
+            *slot = Some(observer);
+        }
     }
 
     /// The state digest and history head at the applied log id.
     pub fn digest(&self) -> (Option<LogId>, [u8; 32], [u8; 32]) {
         let s = self.read();
         (s.last_applied, s.ledger.digest(), s.ledger.meta().history_head)
-    }
-
-    fn record_recent(&self, log_index: u64, time_ms: u64, commands: &[Command], outcomes: &[Outcome]) {
-        let Ok(mut recent) = self.recent.lock() else { return };
-        // Only the last RECENT_DECISIONS_MAX of a big entry can survive in
-        // the ring: do not build the others.
-        let skip = commands.len().saturating_sub(RECENT_DECISIONS_MAX);
-        for (i, (c, o)) in commands.iter().zip(outcomes).enumerate().skip(skip) {
-            let (kind, session_id, tool) = match c {
-                Command::Authorize(a) => ("authorize", Some(a.session_id.to_string()), Some(a.tool.to_string())),
-                Command::Capture(_) => ("capture", None, None),
-                Command::Void(_) => ("void", None, None),
-                _ => continue,
-            };
-            let (result, authorization_id) = match o {
-                Outcome::Approved { approval, .. } => ("approved".to_string(), Some(approval.hold_id.to_string())),
-                Outcome::Denied(reason) => (reason.code().to_string(), None),
-                Outcome::Captured { captured, .. } => ("captured".to_string(), Some(captured.hold_id.to_string())),
-                Outcome::Voided { hold_id, .. } => ("voided".to_string(), Some(hold_id.to_string())),
-                Outcome::Refused(r) => (r.code().to_string(), None),
-                _ => continue,
-            };
-            if recent.len() == RECENT_DECISIONS_MAX {
-                recent.pop_front();
-            }
-            recent.push_back(AppliedDecision {
-                log_index,
-                batch_position: i as u32,
-                time_ms,
-                kind: kind.to_string(),
-                session_id,
-                tool,
-                authorization_id,
-                result,
-            });
-        }
     }
 
     fn current_snapshot_meta(&self) -> Result<Option<SnapshotMeta>, StoreError> {
@@ -322,7 +277,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         .await
         .map_err(|e| snap_write(StoreError::Io(std::io::Error::other(e))))?
         .map_err(snap_write)?;
-        metrics::counter!(api::metrics::RAFT_SNAPSHOTS_TOTAL, "kind" => "build").increment(1);
+        metrics::counter!(metric_names::RAFT_SNAPSHOTS_TOTAL, "kind" => "build").increment(1);
         let file = tokio::fs::File::open(&path).await.map_err(snap_read)?;
         Ok(Snapshot {
             meta,
@@ -348,13 +303,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut results = Vec::new();
         let mut state = self.state.write().expect("state lock poisoned: apply panicked");
         let mut commands_applied = 0u64;
+        let observer = self.observer.read().ok().and_then(|o| o.clone());
         for entry in entries {
             let result = match &entry.payload {
                 EntryPayload::Blank => ApplyResult::default(),
                 EntryPayload::Normal(batch) => {
                     let outcomes = state.ledger.apply(entry.log_id.index, batch);
                     commands_applied += outcomes.len() as u64;
-                    self.record_recent(entry.log_id.index, batch.time_ms, &batch.commands, &outcomes);
+                    if let Some(observer) = &observer {
+                        observer.applied(entry.log_id.index, batch, &outcomes);
+                    }
                     ApplyResult {
                         outcomes,
                         time_ms: state.ledger.now_ms(),
@@ -395,9 +353,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // applied again from the log.
         store.write_unsynced(batch).map_err(sm_write)?;
         drop(state);
-        metrics::counter!(api::metrics::HOLD_EXPIRIES_TOTAL).increment(expiries);
-        metrics::counter!(api::metrics::APPLIED_COMMANDS_TOTAL).increment(commands_applied);
-        metrics::histogram!(api::metrics::STORAGE_APPLY_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::counter!(metric_names::HOLD_EXPIRIES_TOTAL).increment(expiries);
+        metrics::counter!(metric_names::APPLIED_COMMANDS_TOTAL).increment(commands_applied);
+        metrics::histogram!(metric_names::STORAGE_APPLY_DURATION_SECONDS).record(started.elapsed().as_secs_f64());
         Ok(results)
     }
 
@@ -450,7 +408,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         .await
         .map_err(|e| snap_write(StoreError::Io(std::io::Error::other(e))))?
         .map_err(snap_write)?;
-        metrics::counter!(api::metrics::RAFT_SNAPSHOTS_TOTAL, "kind" => "install").increment(1);
+        metrics::counter!(metric_names::RAFT_SNAPSHOTS_TOTAL, "kind" => "install").increment(1);
         tracing::info!(snapshot = %meta.snapshot_id, last_log_id = ?meta.last_log_id, "installed snapshot");
         Ok(())
     }
@@ -512,8 +470,8 @@ pub fn inspect_backup(path: &Path) -> Result<BackupSummary, StoreError> {
 pub fn restore_backup(
     backup: &Path,
     data_dir: &Path,
-    node_id: crate::NodeId,
-    members: std::collections::BTreeMap<crate::NodeId, crate::NodeAddr>,
+    node_id: crate::types::NodeId,
+    members: std::collections::BTreeMap<crate::types::NodeId, crate::types::NodeAddr>,
 ) -> Result<BackupSummary, StoreError> {
     if data_dir.join("db").exists() {
         return Err(StoreError::Corrupt(format!(
@@ -537,7 +495,7 @@ pub fn restore_backup(
         let cf = if frame.tag == TAG_STATE { CF_STATE } else { CF_HISTORY };
         batch.put_cf(store.cf(cf), &frame.key, &frame.value);
     }
-    let voters: std::collections::BTreeSet<crate::NodeId> = members.keys().copied().collect();
+    let voters: std::collections::BTreeSet<crate::types::NodeId> = members.keys().copied().collect();
     let membership = openraft::Membership::new(vec![voters], members);
     let applied = Applied {
         last_applied: Some(last),

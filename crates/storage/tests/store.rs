@@ -3,11 +3,12 @@
 //! stops the node, and receipts can be queried.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use ledger::*;
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{CommittedLeaderId, EntryPayload, RaftSnapshotBuilder};
-use storage::{open_raft_storage, LogId, ReceiptFilter, TypeConfig};
+use storage::{open_raft_storage, ApplyObserver, LogId, ReceiptFilter, TypeConfig};
 use tempfile::TempDir;
 
 fn log_id(index: u64) -> LogId {
@@ -85,6 +86,36 @@ fn history() -> Vec<openraft::Entry<TypeConfig>> {
         // Far enough in log time for hold 2 to expire.
         entry(5, 100_000, vec![]),
     ]
+}
+
+/// Records what it is told: (log index, entry time, outcomes).
+#[derive(Default)]
+struct Seen(Mutex<Vec<(u64, u64, Vec<Outcome>)>>);
+
+impl ApplyObserver for Seen {
+    fn applied(&self, log_index: u64, entry: &Entry, outcomes: &[Outcome]) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((log_index, entry.time_ms, outcomes.to_vec()));
+    }
+}
+
+#[tokio::test]
+async fn the_observer_sees_every_applied_entry_with_its_outcomes() {
+    let dir = TempDir::new().unwrap();
+    let (_log, mut sm) = open_raft_storage(dir.path()).unwrap();
+    let seen = Arc::new(Seen::default());
+    sm.set_apply_observer(seen.clone());
+    let results = sm.apply(history()).await.unwrap();
+    let seen = seen.0.lock().unwrap();
+    let indexes: Vec<u64> = seen.iter().map(|(i, _, _)| *i).collect();
+    assert_eq!(indexes, vec![1, 2, 3, 4, 5]);
+    assert_eq!(seen[1].1, 1_001);
+    for ((_, _, outcomes), result) in seen.iter().zip(&results) {
+        assert_eq!(outcomes, &result.outcomes);
+    }
+    assert!(matches!(seen[1].2[0], Outcome::Approved { .. }));
 }
 
 #[tokio::test]

@@ -93,5 +93,5 @@ pub async fn get_receipt(
 
 pub async fn recent_decisions(State(s): State<AppState>, principal: Principal) -> ApiResult<Response> {
     principal.require_admin()?;
-    Ok(Json(s.sm.recent_decisions()).into_response())
+    Ok(Json(s.decisions.recent()).into_response())
 }

@@ -8,11 +8,13 @@ use crate::command::HoldStatus;
 use crate::ids::BudgetId;
 #[cfg(debug_assertions)]
 use crate::ids::{SessionId, Tool};
+use crate::model::CapUsage;
+#[cfg(debug_assertions)]
+use crate::model::Usage;
 #[cfg(debug_assertions)]
 use crate::records::RecordKey;
-#[cfg(debug_assertions)]
-use crate::state::Usage;
-use crate::state::{CapUsage, Ledger};
+
+use super::Ledger;
 
 fn within(what: &str, cap: &CapUsage) -> Result<(), String> {
     let total = cap.usage.spent.checked_add(cap.usage.held);
