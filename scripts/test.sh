@@ -15,6 +15,10 @@ scripts/setup.sh --test
 step "format"
 cargo fmt --all -- --check
 
+step "structure: no import cycles between modules"
+scripts/check-module-cycles.py --self-test
+scripts/check-module-cycles.py
+
 # One build profile and one set of RUSTFLAGS for everything below (RocksDB
 # compiles once): the dev profile, statically linked (.cargo/config.toml).
 step "build"
