@@ -438,7 +438,7 @@ def cmd_selftest_static(a):
     import tempfile
     tmp = tempfile.mkdtemp(prefix="spendcap-static-selftest-")
     try:
-        for rel in ("crates/api/src", "cluster/grafana"):
+        for rel in ("crates/metric-names/src", "cluster/grafana"):
             shutil.copytree(os.path.join(a.root, rel), os.path.join(tmp, rel))
         path = os.path.join(tmp, "cluster/grafana/spendcap-dashboard.json")
         text = open(path).read()
