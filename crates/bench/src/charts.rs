@@ -302,6 +302,21 @@ pub fn draw_all(report: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
         }
     };
     let names = ["p50", "p99", "p99.9"];
+    // One panel a percentile, each with a line a system over `modes`.
+    let latency_panels = |workload: Workload, modes: &[LoadMode]| -> Vec<(String, Vec<Series>)> {
+        (0..3)
+            .map(|k| {
+                let series = systems
+                    .iter()
+                    .map(|&system| Series {
+                        system,
+                        values: pick(workload, modes, system, &percentile(k)),
+                    })
+                    .collect();
+                (names[k].to_string(), series)
+            })
+            .collect()
+    };
     for &workload in &settings.workloads {
         let w = workload.name();
         let unit = if workload == Workload::Batch {
@@ -330,18 +345,7 @@ pub fn draw_all(report: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
                 &series,
             )?;
             written.push(path);
-            let panels: Vec<(String, Vec<Series>)> = (0..3)
-                .map(|k| {
-                    let series = systems
-                        .iter()
-                        .map(|&system| Series {
-                            system,
-                            values: pick(workload, &closed, system, &percentile(k)),
-                        })
-                        .collect();
-                    (names[k].to_string(), series)
-                })
-                .collect();
+            let panels = latency_panels(workload, &closed);
             let path = dir.join(format!("latency-{w}.svg"));
             draw_log_panels(
                 &path,
@@ -354,18 +358,7 @@ pub fn draw_all(report: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
         }
         if !open.is_empty() {
             let labels: Vec<String> = settings.open_rates_per_second.iter().map(|r| r.to_string()).collect();
-            let panels: Vec<(String, Vec<Series>)> = (0..3)
-                .map(|k| {
-                    let series = systems
-                        .iter()
-                        .map(|&system| Series {
-                            system,
-                            values: pick(workload, &open, system, &percentile(k)),
-                        })
-                        .collect();
-                    (names[k].to_string(), series)
-                })
-                .collect();
+            let panels = latency_panels(workload, &open);
             let path = dir.join(format!("open-loop-{w}.svg"));
             draw_log_panels(
                 &path,

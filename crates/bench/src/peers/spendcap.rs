@@ -114,13 +114,7 @@ impl SpendcapCluster {
             if std::env::var_os("RUST_LOG").is_none() {
                 command.env("RUST_LOG", "warn");
             }
-            nodes.push(ServerProcess::spawn(
-                format!("{label}-node{id}"),
-                command,
-                &log_dir.join(format!("{label}-node{id}.log")),
-                None,
-                libc::SIGTERM,
-            )?);
+            nodes.push(ServerProcess::start(format!("{label}-node{id}"), command, log_dir)?);
         }
         let cluster = Self {
             nodes,
