@@ -6,9 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::amount::{Amount, AmountError, AmountInput, ASSET_DECIMALS_MAX};
-use crate::ids::{
-    check_text, Asset, BudgetId, DecisionContext, HoldId, IdempotencyKey, NameError, ReceiptId, SessionId, Tool,
-};
+use crate::ids::{check_text, Asset, BudgetId, DecisionContext, HoldId, IdempotencyKey, NameError, SessionId, Tool};
 
 /// Most commands one log entry may carry.
 pub const ENTRY_COMMANDS_MAX: usize = 4096;
