@@ -22,7 +22,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::driver::{free_ports, wait_until, BatchItem, Driver, Outcome};
+use super::driver::{free_ports, http_client, wait_until, BatchItem, Driver, Outcome};
 use crate::error::{BenchError, Result};
 use crate::procs::ServerProcess;
 use crate::tracker::StoredAccount;
@@ -298,11 +298,7 @@ impl EtcdDriver {
         request_timeout: Duration,
         attempts_max: u32,
     ) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(parallelism.max(1))
-            .timeout(request_timeout)
-            .tcp_nodelay(true)
-            .build()?;
+        let http = http_client(parallelism, request_timeout)?;
         Ok(Self {
             http,
             endpoints,
