@@ -9,6 +9,14 @@
 //! not a denial. `503 no_leader` means nothing was applied and the call may
 //! be retried; `504 outcome_unknown` means the outcome is unknown: retry with
 //! the same idempotency key.
+//!
+//! Why one file over ~600 lines: it is the API's whole wire vocabulary, every
+//! request and answer body, side by side as the OpenAPI document
+//! (`crates/node/src/http/openapi.json`) lists them, so a change to a body and
+//! its neighbours (views that nest in one another, requests and their
+//! answers) is read and reviewed in one place. The structs are declarations,
+//! not logic; splitting them by endpoint would scatter the shared views
+//! (`CapView`, `LogPosition`, `Page`) without making any part simpler.
 
 pub mod metrics;
 

@@ -4,7 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use plotters::coord::ranged1d::SegmentValue;
+use plotters::coord::ranged1d::{SegmentValue, SegmentedCoord};
+use plotters::coord::types::RangedCoordi32;
 use plotters::prelude::*;
 
 use crate::error::{BenchError, Result};
@@ -109,6 +110,33 @@ fn present(series: &[Series]) -> Vec<System> {
     out
 }
 
+/// Draws each system's values as lines with a dot at each value, broken
+/// where values are missing; `floor` lifts lower values to it (a log axis
+/// has no room for them).
+fn draw_lines<Y: Ranged<ValueType = f64>>(
+    chart: &mut ChartContext<'_, SVGBackend<'_>, Cartesian2d<SegmentedCoord<RangedCoordi32>, Y>>,
+    series: &[Series],
+    floor: Option<f64>,
+    name: &str,
+) -> Result<()> {
+    for s in series {
+        let c = color(s.system);
+        for stretch in stretches(&s.values) {
+            let points: Vec<(SegmentValue<i32>, f64)> = stretch
+                .iter()
+                .map(|&(i, y)| (SegmentValue::CenterOf(i), floor.map_or(y, |low| y.max(low))))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))
+                .map_err(|e| chart_error(name, e))?;
+            chart
+                .draw_series(points.into_iter().map(|p| Circle::new(p, 4, c.filled())))
+                .map_err(|e| chart_error(name, e))?;
+        }
+    }
+    Ok(())
+}
+
 /// A linear-scale chart starting at zero.
 fn draw_linear(
     path: &Path,
@@ -146,19 +174,7 @@ fn draw_linear(
         .light_line_style(WHITE)
         .draw()
         .map_err(|e| chart_error(&name, e))?;
-    for s in series {
-        let c = color(s.system);
-        for stretch in stretches(&s.values) {
-            let points: Vec<(SegmentValue<i32>, f64)> =
-                stretch.iter().map(|&(i, y)| (SegmentValue::CenterOf(i), y)).collect();
-            chart
-                .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))
-                .map_err(|e| chart_error(&name, e))?;
-            chart
-                .draw_series(points.into_iter().map(|p| Circle::new(p, 4, c.filled())))
-                .map_err(|e| chart_error(&name, e))?;
-        }
-    }
+    draw_lines(&mut chart, series, None, &name)?;
     root.present().map_err(|e| chart_error(&name, e))?;
     Ok(())
 }
@@ -228,21 +244,7 @@ fn draw_log_panels(
             })
             .draw()
             .map_err(|e| chart_error(&name, e))?;
-        for s in series {
-            let c = color(s.system);
-            for stretch in stretches(&s.values) {
-                let points: Vec<(SegmentValue<i32>, f64)> = stretch
-                    .iter()
-                    .map(|&(i, y)| (SegmentValue::CenterOf(i), y.max(low)))
-                    .collect();
-                chart
-                    .draw_series(LineSeries::new(points.clone(), c.stroke_width(2)))
-                    .map_err(|e| chart_error(&name, e))?;
-                chart
-                    .draw_series(points.into_iter().map(|p| Circle::new(p, 4, c.filled())))
-                    .map_err(|e| chart_error(&name, e))?;
-            }
-        }
+        draw_lines(&mut chart, series, Some(low), &name)?;
     }
     root.present().map_err(|e| chart_error(&name, e))?;
     Ok(())
@@ -302,6 +304,21 @@ pub fn draw_all(report: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
         }
     };
     let names = ["p50", "p99", "p99.9"];
+    // One panel a percentile, each with a line a system over `modes`.
+    let latency_panels = |workload: Workload, modes: &[LoadMode]| -> Vec<(String, Vec<Series>)> {
+        (0..3)
+            .map(|k| {
+                let series = systems
+                    .iter()
+                    .map(|&system| Series {
+                        system,
+                        values: pick(workload, modes, system, &percentile(k)),
+                    })
+                    .collect();
+                (names[k].to_string(), series)
+            })
+            .collect()
+    };
     for &workload in &settings.workloads {
         let w = workload.name();
         let unit = if workload == Workload::Batch {
@@ -330,18 +347,7 @@ pub fn draw_all(report: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
                 &series,
             )?;
             written.push(path);
-            let panels: Vec<(String, Vec<Series>)> = (0..3)
-                .map(|k| {
-                    let series = systems
-                        .iter()
-                        .map(|&system| Series {
-                            system,
-                            values: pick(workload, &closed, system, &percentile(k)),
-                        })
-                        .collect();
-                    (names[k].to_string(), series)
-                })
-                .collect();
+            let panels = latency_panels(workload, &closed);
             let path = dir.join(format!("latency-{w}.svg"));
             draw_log_panels(
                 &path,
@@ -354,18 +360,7 @@ pub fn draw_all(report: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
         }
         if !open.is_empty() {
             let labels: Vec<String> = settings.open_rates_per_second.iter().map(|r| r.to_string()).collect();
-            let panels: Vec<(String, Vec<Series>)> = (0..3)
-                .map(|k| {
-                    let series = systems
-                        .iter()
-                        .map(|&system| Series {
-                            system,
-                            values: pick(workload, &open, system, &percentile(k)),
-                        })
-                        .collect();
-                    (names[k].to_string(), series)
-                })
-                .collect();
+            let panels = latency_panels(workload, &open);
             let path = dir.join(format!("open-loop-{w}.svg"));
             draw_log_panels(
                 &path,

@@ -43,6 +43,14 @@ pub struct RunAs {
 }
 
 impl ServerProcess {
+    /// Starts `command` as this user, logging to `<log_dir>/<label>.log`,
+    /// stopped with SIGTERM: how the peers' servers are started.
+    pub fn start(label: impl Into<String>, command: Command, log_dir: &Path) -> Result<Self> {
+        let label = label.into();
+        let log_path = log_dir.join(format!("{label}.log"));
+        Self::spawn(label, command, &log_path, None, libc::SIGTERM)
+    }
+
     /// Starts `command` with stdout and stderr appended to `log_path`.
     pub fn spawn(
         label: impl Into<String>,

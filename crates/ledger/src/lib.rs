@@ -12,6 +12,7 @@ pub mod amount;
 pub mod command;
 pub mod ids;
 pub mod model;
+pub mod outcome;
 pub mod records;
 pub mod state;
 
@@ -19,5 +20,6 @@ pub use amount::{Amount, AmountError, AmountInput};
 pub use command::*;
 pub use ids::*;
 pub use model::{Budget, CapUsage, Hold, Meta, Receipt, Session, Settling, Usage};
+pub use outcome::*;
 pub use records::{HistoryRecord, RecordError, RecordKey};
 pub use state::{Changes, Ledger};

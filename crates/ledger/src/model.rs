@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::amount::Amount;
 use crate::command::*;
 use crate::ids::*;
+use crate::outcome::*;
 
 /// Spent and held amounts against one cap.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +79,17 @@ impl CapUsage {
 
     pub fn remaining(&self) -> Amount {
         self.usage.remaining(self.cap)
+    }
+
+    /// Fresh, unused per-tool caps, as a creation command asks for them.
+    pub(crate) fn per_tool(caps: &BTreeMap<Tool, Amount>) -> BTreeMap<Tool, CapUsage> {
+        caps.iter().map(|(t, cap)| (t.clone(), CapUsage::new(*cap))).collect()
+    }
+
+    /// True when `have` holds exactly the tools of `asked`, each with the cap
+    /// asked (usage aside): the test a retried creation passes.
+    pub(crate) fn same_caps(have: &BTreeMap<Tool, CapUsage>, asked: &BTreeMap<Tool, Amount>) -> bool {
+        have.len() == asked.len() && have.iter().all(|(t, u)| asked.get(t) == Some(&u.cap))
     }
 }
 

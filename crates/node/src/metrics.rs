@@ -115,6 +115,21 @@ struct CapRow {
     held: ledger::Amount,
 }
 
+impl CapRow {
+    fn new(id: String, asset: &ledger::Asset, limit: &ledger::CapUsage) -> CapRow {
+        let committed = limit.usage.committed();
+        CapRow {
+            id,
+            asset: asset.code.to_string(),
+            fullness: fullness(committed, limit.cap),
+            committed,
+            cap: limit.cap,
+            spent: limit.usage.spent,
+            held: limit.usage.held,
+        }
+    }
+}
+
 /// Escapes a Prometheus label value.
 fn label(value: &str) -> String {
     value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
@@ -177,15 +192,7 @@ pub fn refresh(s: &AppState, committed: Option<u64>) -> String {
         let budgets: Vec<CapRow> = ledger
             .budgets(None, usize::MAX)
             .into_iter()
-            .map(|b| CapRow {
-                id: b.id.to_string(),
-                asset: b.asset.code.to_string(),
-                fullness: fullness(b.limit.usage.committed(), b.limit.cap),
-                committed: b.limit.usage.committed(),
-                cap: b.limit.cap,
-                spent: b.limit.usage.spent,
-                held: b.limit.usage.held,
-            })
+            .map(|b| CapRow::new(b.id.to_string(), &b.asset, &b.limit))
             .collect();
         // Sessions can be many: rank references, copy only the top.
         let ranked = top_by(ledger.sessions(None, usize::MAX), s.limits.metrics_sessions_max, |x| {
@@ -196,15 +203,7 @@ pub fn refresh(s: &AppState, committed: Option<u64>) -> String {
         });
         let sessions: Vec<CapRow> = ranked
             .into_iter()
-            .map(|x| CapRow {
-                id: x.id.to_string(),
-                asset: x.asset.code.to_string(),
-                fullness: fullness(x.limit.usage.committed(), x.limit.cap),
-                committed: x.limit.usage.committed(),
-                cap: x.limit.cap,
-                spent: x.limit.usage.spent,
-                held: x.limit.usage.held,
-            })
+            .map(|x| CapRow::new(x.id.to_string(), &x.asset, &x.limit))
             .collect();
         (ledger.counts(), budgets, sessions)
     };

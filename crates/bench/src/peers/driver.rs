@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::TcpListener;
+use std::time::Duration;
 
 use crate::error::{BenchError, Result};
 use crate::tracker::StoredAccount;
@@ -66,6 +67,16 @@ pub trait Driver: Send + Sync + 'static {
     /// The stored state of every account of `set`, by index (`None` where
     /// the peer does not have it).
     fn read_accounts(&self, set: &AccountSet) -> impl Future<Output = Result<Vec<Option<StoredAccount>>>> + Send;
+}
+
+/// The HTTP client of a driver with `parallelism` workers: as many idle
+/// connections kept per host, each request bounded by `timeout`.
+pub fn http_client(parallelism: usize, timeout: Duration) -> Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(parallelism.max(1))
+        .timeout(timeout)
+        .tcp_nodelay(true)
+        .build()?)
 }
 
 /// Ports the OS says are free on 127.0.0.1 right now (each probed by

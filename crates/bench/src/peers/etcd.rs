@@ -22,7 +22,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use super::driver::{free_ports, wait_until, BatchItem, Driver, Outcome};
+use super::driver::{free_ports, http_client, wait_until, BatchItem, Driver, Outcome};
 use crate::error::{BenchError, Result};
 use crate::procs::ServerProcess;
 use crate::tracker::StoredAccount;
@@ -68,16 +68,11 @@ impl EtcdCluster {
                 .arg(&name)
                 .arg("--data-dir")
                 .arg(root.join(&name))
-                .arg("--listen-client-urls")
-                .arg(&client_urls[i])
-                .arg("--advertise-client-urls")
-                .arg(&client_urls[i])
-                .arg("--listen-peer-urls")
-                .arg(&peer_urls[i])
-                .arg("--initial-advertise-peer-urls")
-                .arg(&peer_urls[i])
-                .arg("--initial-cluster")
-                .arg(&initial_cluster)
+                .args(["--listen-client-urls", client_urls[i].as_str()])
+                .args(["--advertise-client-urls", client_urls[i].as_str()])
+                .args(["--listen-peer-urls", peer_urls[i].as_str()])
+                .args(["--initial-advertise-peer-urls", peer_urls[i].as_str()])
+                .args(["--initial-cluster", initial_cluster.as_str()])
                 .args(["--initial-cluster-token", "spendcap-bench"])
                 .args(["--initial-cluster-state", "new"])
                 .arg("--max-txn-ops")
@@ -86,13 +81,7 @@ impl EtcdCluster {
                 .args(["--auto-compaction-mode", "revision"])
                 .args(["--auto-compaction-retention", "100000"])
                 .args(["--logger", "zap", "--log-level", "warn", "--log-outputs", "stderr"]);
-            members.push(ServerProcess::spawn(
-                format!("etcd-{name}"),
-                command,
-                &log_dir.join(format!("etcd-{name}.log")),
-                None,
-                libc::SIGTERM,
-            )?);
+            members.push(ServerProcess::start(format!("etcd-{name}"), command, log_dir)?);
         }
         let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
         let urls = client_urls.clone();
@@ -309,11 +298,7 @@ impl EtcdDriver {
         request_timeout: Duration,
         attempts_max: u32,
     ) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(parallelism.max(1))
-            .timeout(request_timeout)
-            .tcp_nodelay(true)
-            .build()?;
+        let http = http_client(parallelism, request_timeout)?;
         Ok(Self {
             http,
             endpoints,

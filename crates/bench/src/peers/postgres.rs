@@ -22,7 +22,7 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use tokio::sync::Mutex;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, NoTls, Statement, Transaction};
 
 use super::driver::{free_ports, wait_until, BatchItem, Driver, Outcome};
 use crate::error::{BenchError, Result};
@@ -304,7 +304,9 @@ impl PostgresDriver {
         }
     }
 
-    async fn batch_conditional(&self, worker: usize, ids: &[String], items: &[BatchItem]) -> Vec<Outcome> {
+    /// One batch in one transaction: the variant's work, then the commit. A
+    /// failure anywhere answers every item with it.
+    async fn batch(&self, worker: usize, ids: &[String], items: &[BatchItem]) -> Vec<Outcome> {
         let mut conn = self.connection(worker).lock().await;
         let conn = &mut *conn;
         let all = |o: Outcome| vec![o; items.len()];
@@ -312,79 +314,86 @@ impl PostgresDriver {
             Ok(tx) => tx,
             Err(e) => return all(failure(&e, Stage::Work)),
         };
-        let mut order: Vec<usize> = (0..items.len()).collect();
-        order.sort_by_key(|&i| items[i].account);
-        let amounts: Vec<i64> = items.iter().map(|i| to_i64(i.amount_atomic)).collect();
-        let statement = &conn.conditional_update;
-        let params: Vec<[&(dyn ToSql + Sync); 2]> = order.iter().map(|&i| [&ids[i] as _, &amounts[i] as _]).collect();
-        // Issued together: the connection pipelines them, and the server
-        // runs them one after another, in this order.
-        let answers = futures::future::join_all(params.iter().map(|p| tx.query_opt(statement, p))).await;
-        let mut outcomes = vec![Outcome::Denied; items.len()];
-        for (&i, answer) in order.iter().zip(answers) {
-            match answer {
-                Ok(Some(_)) => outcomes[i] = Outcome::Approved,
-                Ok(None) => {}
-                Err(e) => return all(failure(&e, Stage::Work)),
+        let work = match self.variant {
+            Variant::ConditionalUpdate => batch_conditional(&tx, &conn.conditional_update, ids, items).await,
+            Variant::SelectForUpdate => {
+                batch_for_update(&tx, &conn.select_many_for_update, &conn.set_many_spent, ids, items).await
             }
-        }
+        };
+        let outcomes = match work {
+            Ok(outcomes) => outcomes,
+            Err(e) => return all(failure(&e, Stage::Work)),
+        };
         match tx.commit().await {
             Ok(()) => outcomes,
             Err(e) => all(failure(&e, Stage::Commit)),
         }
     }
+}
 
-    async fn batch_for_update(&self, worker: usize, ids: &[String], items: &[BatchItem]) -> Vec<Outcome> {
-        let mut conn = self.connection(worker).lock().await;
-        let conn = &mut *conn;
-        let all = |o: Outcome| vec![o; items.len()];
-        let tx = match conn.client.transaction().await {
-            Ok(tx) => tx,
-            Err(e) => return all(failure(&e, Stage::Work)),
-        };
-        let mut distinct: Vec<&str> = ids.iter().map(String::as_str).collect();
-        distinct.sort_unstable();
-        distinct.dedup();
-        let rows = match tx.query(&conn.select_many_for_update, &[&distinct]).await {
-            Ok(rows) => rows,
-            Err(e) => return all(failure(&e, Stage::Work)),
-        };
-        let mut accounts: HashMap<String, (i64, i64, bool)> = rows
-            .iter()
-            .map(|r| (r.get::<_, String>(0), (r.get::<_, i64>(1), r.get::<_, i64>(2), false)))
-            .collect();
-        let outcomes: Vec<Outcome> = items
-            .iter()
-            .zip(ids)
-            .map(|(item, id)| match accounts.get_mut(id) {
-                None => Outcome::failed("unknown_account", false),
-                Some((cap, spent, changed)) => {
-                    let amount = to_i64(item.amount_atomic);
-                    if spent.saturating_add(amount) > *cap {
-                        Outcome::Denied
-                    } else {
-                        *spent += amount;
-                        *changed = true;
-                        Outcome::Approved
-                    }
-                }
-            })
-            .collect();
-        let (changed_ids, changed_spent): (Vec<String>, Vec<i64>) = accounts
-            .into_iter()
-            .filter(|(_, (_, _, changed))| *changed)
-            .map(|(id, (_, spent, _))| (id, spent))
-            .unzip();
-        if !changed_ids.is_empty() {
-            if let Err(e) = tx.execute(&conn.set_many_spent, &[&changed_ids, &changed_spent]).await {
-                return all(failure(&e, Stage::Work));
-            }
-        }
-        match tx.commit().await {
-            Ok(()) => outcomes,
-            Err(e) => all(failure(&e, Stage::Commit)),
+async fn batch_conditional(
+    tx: &Transaction<'_>,
+    statement: &Statement,
+    ids: &[String],
+    items: &[BatchItem],
+) -> std::result::Result<Vec<Outcome>, tokio_postgres::Error> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| items[i].account);
+    let amounts: Vec<i64> = items.iter().map(|i| to_i64(i.amount_atomic)).collect();
+    let params: Vec<[&(dyn ToSql + Sync); 2]> = order.iter().map(|&i| [&ids[i] as _, &amounts[i] as _]).collect();
+    // Issued together: the connection pipelines them, and the server
+    // runs them one after another, in this order.
+    let answers = futures::future::join_all(params.iter().map(|p| tx.query_opt(statement, p))).await;
+    let mut outcomes = vec![Outcome::Denied; items.len()];
+    for (&i, answer) in order.iter().zip(answers) {
+        if answer?.is_some() {
+            outcomes[i] = Outcome::Approved;
         }
     }
+    Ok(outcomes)
+}
+
+async fn batch_for_update(
+    tx: &Transaction<'_>,
+    select_many_for_update: &Statement,
+    set_many_spent: &Statement,
+    ids: &[String],
+    items: &[BatchItem],
+) -> std::result::Result<Vec<Outcome>, tokio_postgres::Error> {
+    let mut distinct: Vec<&str> = ids.iter().map(String::as_str).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let rows = tx.query(select_many_for_update, &[&distinct]).await?;
+    let mut accounts: HashMap<String, (i64, i64, bool)> = rows
+        .iter()
+        .map(|r| (r.get::<_, String>(0), (r.get::<_, i64>(1), r.get::<_, i64>(2), false)))
+        .collect();
+    let outcomes: Vec<Outcome> = items
+        .iter()
+        .zip(ids)
+        .map(|(item, id)| match accounts.get_mut(id) {
+            None => Outcome::failed("unknown_account", false),
+            Some((cap, spent, changed)) => {
+                let amount = to_i64(item.amount_atomic);
+                if spent.saturating_add(amount) > *cap {
+                    Outcome::Denied
+                } else {
+                    *spent += amount;
+                    *changed = true;
+                    Outcome::Approved
+                }
+            }
+        })
+        .collect();
+    let (changed_ids, changed_spent): (Vec<String>, Vec<i64>) = accounts
+        .into_iter()
+        .filter(|(_, (_, _, changed))| *changed)
+        .map(|(id, (_, spent, _))| (id, spent))
+        .unzip();
+    if !changed_ids.is_empty() {
+        tx.execute(set_many_spent, &[&changed_ids, &changed_spent]).await?;
+    }
+    Ok(outcomes)
 }
 
 impl Driver for PostgresDriver {
@@ -422,10 +431,7 @@ impl Driver for PostgresDriver {
 
     async fn authorize_batch(&self, worker: usize, set: &AccountSet, items: &[BatchItem]) -> Vec<Outcome> {
         let ids: Vec<String> = items.iter().map(|i| set.key(i.account)).collect();
-        match self.variant {
-            Variant::ConditionalUpdate => self.batch_conditional(worker, &ids, items).await,
-            Variant::SelectForUpdate => self.batch_for_update(worker, &ids, items).await,
-        }
+        self.batch(worker, &ids, items).await
     }
 
     async fn read_accounts(&self, set: &AccountSet) -> Result<Vec<Option<StoredAccount>>> {

@@ -76,7 +76,7 @@ impl RedisServer {
             // No RDB snapshots: the AOF is the durability mechanism.
             .args(["--save", ""])
             .args(["--daemonize", "no", "--loglevel", "warning"]);
-        let mut process = ServerProcess::spawn("redis", command, &log_dir.join("redis.log"), None, libc::SIGTERM)?;
+        let mut process = ServerProcess::start("redis", command, log_dir)?;
         let client = open_client(port)?;
         let check = || {
             let client = client.clone();

@@ -23,7 +23,7 @@ use futures::{StreamExt, TryStreamExt};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use super::driver::{free_ports, wait_until, BatchItem, Driver, Outcome};
+use super::driver::{free_ports, http_client, wait_until, BatchItem, Driver, Outcome};
 use crate::error::{BenchError, Result};
 use crate::money::{parse_decimal, to_decimal};
 use crate::procs::ServerProcess;
@@ -114,13 +114,7 @@ impl SpendcapCluster {
             if std::env::var_os("RUST_LOG").is_none() {
                 command.env("RUST_LOG", "warn");
             }
-            nodes.push(ServerProcess::spawn(
-                format!("{label}-node{id}"),
-                command,
-                &log_dir.join(format!("{label}-node{id}.log")),
-                None,
-                libc::SIGTERM,
-            )?);
+            nodes.push(ServerProcess::start(format!("{label}-node{id}"), command, log_dir)?);
         }
         let cluster = Self {
             nodes,
@@ -267,11 +261,7 @@ impl SpendcapDriver {
         if endpoints.is_empty() {
             return Err(BenchError::Config("no spendcap endpoints".into()));
         }
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(parallelism.max(1))
-            .timeout(settings.request_timeout)
-            .tcp_nodelay(true)
-            .build()?;
+        let http = http_client(parallelism, settings.request_timeout)?;
         Ok(Self {
             http,
             endpoints,

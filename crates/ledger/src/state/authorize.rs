@@ -4,6 +4,7 @@ use crate::amount::Amount;
 use crate::command::*;
 use crate::ids::*;
 use crate::model::*;
+use crate::outcome::*;
 use crate::records::RecordKey;
 
 use super::plan::Level;

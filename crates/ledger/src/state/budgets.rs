@@ -6,21 +6,31 @@ use crate::amount::Amount;
 use crate::command::*;
 use crate::ids::*;
 use crate::model::*;
+use crate::outcome::*;
 use crate::records::RecordKey;
 
 use super::{inconsistent, Ledger};
 
 impl Ledger {
+    /// The budget `id`, if it exists and counts in `asset`; otherwise the
+    /// refusal to answer (unknown budget, or the asset mismatch).
+    pub(super) fn budget_in(&self, id: &BudgetId, asset: &Asset) -> Result<&Budget, Outcome> {
+        match self.budgets.get(id) {
+            None => Err(Outcome::Refused(Refusal::UnknownBudget { budget_id: id.clone() })),
+            Some(b) if b.asset != *asset => Err(Outcome::Refused(Refusal::AssetMismatch {
+                expected: b.asset.code.to_string(),
+                found: asset.code.to_string(),
+            })),
+            Some(b) => Ok(b),
+        }
+    }
+
     pub(super) fn create_budget(&mut self, c: &CreateBudget) -> Outcome {
         if let Some(existing) = self.budgets.get(&c.id) {
             let same = existing.asset == c.asset
                 && existing.limit.cap == c.cap
                 && existing.parent == c.parent
-                && existing.tool_caps.len() == c.tool_caps.len()
-                && existing
-                    .tool_caps
-                    .iter()
-                    .all(|(t, u)| c.tool_caps.get(t) == Some(&u.cap))
+                && CapUsage::same_caps(&existing.tool_caps, &c.tool_caps)
                 && existing.blocked_tools == c.blocked_tools;
             return if same {
                 Outcome::BudgetCreated { existed: true }
@@ -30,33 +40,19 @@ impl Ledger {
         }
         let depth = match &c.parent {
             None => 1,
-            Some(parent_id) => match self.budgets.get(parent_id) {
-                None => {
-                    return Outcome::Refused(Refusal::UnknownBudget {
-                        budget_id: parent_id.clone(),
-                    })
-                }
-                Some(parent) if parent.asset != c.asset => {
-                    return Outcome::Refused(Refusal::AssetMismatch {
-                        expected: parent.asset.code.to_string(),
-                        found: c.asset.code.to_string(),
-                    })
-                }
-                Some(parent) if parent.depth >= BUDGET_DEPTH_MAX => {
+            Some(parent_id) => match self.budget_in(parent_id, &c.asset) {
+                Err(refused) => return refused,
+                Ok(parent) if parent.depth >= BUDGET_DEPTH_MAX => {
                     return Outcome::Refused(Refusal::BudgetDepthExceeded)
                 }
-                Some(parent) => parent.depth.saturating_add(1),
+                Ok(parent) => parent.depth.saturating_add(1),
             },
         };
         let budget = Budget {
             id: c.id.clone(),
             asset: c.asset.clone(),
             limit: CapUsage::new(c.cap),
-            tool_caps: c
-                .tool_caps
-                .iter()
-                .map(|(t, cap)| (t.clone(), CapUsage::new(*cap)))
-                .collect(),
+            tool_caps: CapUsage::per_tool(&c.tool_caps),
             parent: c.parent.clone(),
             depth,
             created_at_ms: self.meta.now_ms,

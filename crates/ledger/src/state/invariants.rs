@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 
 use crate::amount::Amount;
-use crate::command::HoldStatus;
 use crate::ids::BudgetId;
 #[cfg(debug_assertions)]
 use crate::ids::{SessionId, Tool};
 use crate::model::CapUsage;
 #[cfg(debug_assertions)]
 use crate::model::Usage;
+use crate::outcome::HoldStatus;
 #[cfg(debug_assertions)]
 use crate::records::RecordKey;
 

@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::command::*;
 use crate::ids::*;
 use crate::model::*;
+use crate::outcome::*;
 use crate::records::{HistoryRecord, RecordKey};
 
 /// What applying changed: records to write (or delete, when the state no

@@ -3,6 +3,7 @@
 use crate::command::*;
 use crate::ids::*;
 use crate::model::*;
+use crate::outcome::*;
 use crate::records::RecordKey;
 
 use super::Ledger;
@@ -21,11 +22,7 @@ impl Ledger {
                 && existing.budget == c.budget
                 && existing.agent_id == c.agent_id
                 && existing.wallet_address == c.wallet_address
-                && existing.tool_caps.len() == c.tool_caps.len()
-                && existing
-                    .tool_caps
-                    .iter()
-                    .all(|(t, u)| c.tool_caps.get(t) == Some(&u.cap))
+                && CapUsage::same_caps(&existing.tool_caps, &c.tool_caps)
                 && existing.tools == c.tools
                 && existing.live_holds_max == c.live_holds_limit();
             return if same {
@@ -42,19 +39,8 @@ impl Ledger {
             return Outcome::Refused(Refusal::AlreadyExists);
         }
         if let Some(budget_id) = &c.budget {
-            match self.budgets.get(budget_id) {
-                None => {
-                    return Outcome::Refused(Refusal::UnknownBudget {
-                        budget_id: budget_id.clone(),
-                    })
-                }
-                Some(b) if b.asset != c.asset => {
-                    return Outcome::Refused(Refusal::AssetMismatch {
-                        expected: b.asset.code.to_string(),
-                        found: c.asset.code.to_string(),
-                    })
-                }
-                Some(_) => {}
+            if let Err(refused) = self.budget_in(budget_id, &c.asset) {
+                return refused;
             }
         }
         let now = self.meta.now_ms;
@@ -64,11 +50,7 @@ impl Ledger {
             token_hash: c.token_hash,
             asset: c.asset.clone(),
             limit: CapUsage::new(c.cap),
-            tool_caps: c
-                .tool_caps
-                .iter()
-                .map(|(t, cap)| (t.clone(), CapUsage::new(*cap)))
-                .collect(),
+            tool_caps: CapUsage::per_tool(&c.tool_caps),
             budget: c.budget.clone(),
             agent_id: c.agent_id.clone(),
             wallet_address: c.wallet_address.clone(),

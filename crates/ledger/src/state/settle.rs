@@ -5,6 +5,7 @@ use crate::amount::Amount;
 use crate::command::*;
 use crate::ids::*;
 use crate::model::*;
+use crate::outcome::*;
 use crate::records::{HistoryRecord, RecordKey};
 
 use super::plan::Plan;

@@ -162,6 +162,15 @@ pub async fn batch_authorize(
     Ok(Json(BatchAuthorizeResponse { results }))
 }
 
+/// The error for a decision that is not the resolution asked for: its
+/// refusal explained, or an internal error for any other outcome.
+async fn not_resolved(s: &AppState, hold: HoldId, d: &Decided) -> ApiError {
+    match &d.outcome {
+        Outcome::Refused(r) => resolve_refusal(s, hold, r.clone(), d.log_index).await,
+        other => ApiError::Internal(format!("unexpected outcome {other:?}")),
+    }
+}
+
 /// The answer to a refused capture, void or pin. For a hold no longer live,
 /// the code says how it ended (captured, voided, expired); the ledger keeps
 /// no resolved holds in memory, so that comes from this node's history —
@@ -228,8 +237,7 @@ pub async fn capture(
                 position: position(&d),
             }))
         }
-        Outcome::Refused(r) => Err(resolve_refusal(&s, hold, r.clone(), d.log_index).await),
-        other => Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
+        _ => Err(not_resolved(&s, hold, &d).await),
     }
 }
 
@@ -271,8 +279,7 @@ pub async fn void(
                 position: position(&d),
             }))
         }
-        Outcome::Refused(r) => Err(resolve_refusal(&s, hold, r.clone(), d.log_index).await),
-        other => Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
+        _ => Err(not_resolved(&s, hold, &d).await),
     }
 }
 
@@ -315,8 +322,7 @@ pub async fn mark_settling(
             already: *already,
             position: position(&d),
         })),
-        Outcome::Refused(r) => Err(resolve_refusal(&s, hold, r.clone(), d.log_index).await),
-        other => Err(ApiError::Internal(format!("unexpected outcome {other:?}"))),
+        _ => Err(not_resolved(&s, hold, &d).await),
     }
 }
 

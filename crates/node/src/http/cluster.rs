@@ -9,8 +9,9 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use openraft::error::{ClientWriteError, RaftError};
 use openraft::ServerState;
-use storage::NodeAddr;
+use storage::{NodeAddr, NodeId};
 
 use super::calls::barrier;
 use super::error::{ApiError, ApiResult};
@@ -116,14 +117,22 @@ pub async fn add_learner(
         raft: req.raft_addr,
         api: req.api_addr,
     };
-    match s.raft.add_learner(req.id, node, true).await {
-        Ok(resp) => Ok(Json(MembershipResponse {
-            log_index: resp.log_id.index,
-            members: members(&s),
+    let answer = s.raft.add_learner(req.id, node, true).await;
+    membership_answer(&s, answer.map(|resp| resp.log_id.index))
+}
+
+/// The answer to a membership change: the log index it was committed at and
+/// the members now, or not-leader, or why it failed.
+fn membership_answer(
+    s: &AppState,
+    answer: Result<u64, RaftError<NodeId, ClientWriteError<NodeId, NodeAddr>>>,
+) -> ApiResult<Json<MembershipResponse>> {
+    match answer {
+        Ok(log_index) => Ok(Json(MembershipResponse {
+            log_index,
+            members: members(s),
         })),
-        Err(openraft::error::RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(_))) => {
-            Err(not_leader(&s))
-        }
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(not_leader(s)),
         Err(e) => Err(ApiError::Unprocessable {
             code: "membership_change_failed",
             message: e.to_string(),
@@ -141,19 +150,8 @@ pub async fn change_membership(
         return Err(ApiError::field("voters", "at least one voter"));
     }
     let voters: BTreeSet<u64> = req.voters.into_iter().collect();
-    match s.raft.change_membership(voters, false).await {
-        Ok(resp) => Ok(Json(MembershipResponse {
-            log_index: resp.log_id.index,
-            members: members(&s),
-        })),
-        Err(openraft::error::RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(_))) => {
-            Err(not_leader(&s))
-        }
-        Err(e) => Err(ApiError::Unprocessable {
-            code: "membership_change_failed",
-            message: e.to_string(),
-        }),
-    }
+    let answer = s.raft.change_membership(voters, false).await;
+    membership_answer(&s, answer.map(|resp| resp.log_id.index))
 }
 
 pub async fn trigger_snapshot(State(s): State<AppState>, principal: Principal) -> ApiResult<Response> {

@@ -28,14 +28,20 @@ fn tool_caps_view(caps: &BTreeMap<Tool, CapUsage>, asset: &Asset) -> BTreeMap<St
 }
 
 pub fn budget_view(b: &Budget) -> BudgetView {
+    let CapView {
+        cap,
+        spent,
+        held,
+        remaining,
+    } = cap_view(&b.limit, &b.asset);
     BudgetView {
         id: b.id.to_string(),
         asset: b.asset.code.to_string(),
         decimals: b.asset.decimals,
-        cap: money(b.limit.cap, &b.asset),
-        spent: money(b.limit.usage.spent, &b.asset),
-        held: money(b.limit.usage.held, &b.asset),
-        remaining: money(b.limit.remaining(), &b.asset),
+        cap,
+        spent,
+        held,
+        remaining,
         tool_caps: tool_caps_view(&b.tool_caps, &b.asset),
         parent: b.parent.as_ref().map(|p| p.to_string()),
         created_at_ms: b.created_at_ms,
@@ -47,14 +53,20 @@ pub fn budget_view(b: &Budget) -> BudgetView {
 /// the index of the write that changed it).
 pub fn session_view(read: &SessionRead, read_index: u64) -> SessionView {
     let s = &read.session;
+    let CapView {
+        cap,
+        spent,
+        held,
+        remaining,
+    } = cap_view(&s.limit, &s.asset);
     SessionView {
         id: s.id.to_string(),
         asset: s.asset.code.to_string(),
         decimals: s.asset.decimals,
-        cap: money(s.limit.cap, &s.asset),
-        spent: money(s.limit.usage.spent, &s.asset),
-        held: money(s.limit.usage.held, &s.asset),
-        remaining: money(s.limit.remaining(), &s.asset),
+        cap,
+        spent,
+        held,
+        remaining,
         available: money(read.available, &s.asset),
         tool_caps: tool_caps_view(&s.tool_caps, &s.asset),
         budget: s.budget.as_ref().map(|b| b.to_string()),
