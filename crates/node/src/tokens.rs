@@ -59,6 +59,22 @@ pub enum AdminTokenError {
     InvalidGateway,
     #[error("peer token must be 16 to {TOKEN_BYTES_MAX} visible ASCII characters and differ from the admin and gateway tokens")]
     InvalidPeer,
+    /// A token copied unedited from an example file.
+    #[error(
+        "the {which} token is a placeholder from an example file, which anyone can read: \
+         generate real tokens with cluster/make-env.sh, or use `openssl rand -hex 32` for each"
+    )]
+    Placeholder { which: &'static str },
+}
+
+/// Words that mark an example value nobody should run with.
+const PLACEHOLDER_MARKERS: [&str; 4] = ["change-me", "changeme", "replace-me", "your-token"];
+
+/// Whether a token is an example file's placeholder (e.g.
+/// `change-me-to-a-long-random-token` in cluster/compose.env.example).
+pub fn is_placeholder(token: &str) -> bool {
+    let t = token.to_ascii_lowercase();
+    PLACEHOLDER_MARKERS.iter().any(|m| t.contains(m))
 }
 
 /// Where the admin token came from.
@@ -81,6 +97,9 @@ impl AdminToken {
 /// The gateway token must be a valid token and must differ from the admin
 /// token (a gateway that held the admin token could do anything).
 pub fn check_gateway_token(gateway: &str, admin: &str) -> Result<(), AdminTokenError> {
+    if is_placeholder(gateway) {
+        return Err(AdminTokenError::Placeholder { which: "gateway" });
+    }
     if !valid(gateway) || constant_time_eq(gateway.as_bytes(), admin.as_bytes()) {
         return Err(AdminTokenError::InvalidGateway);
     }
@@ -90,6 +109,9 @@ pub fn check_gateway_token(gateway: &str, admin: &str) -> Result<(), AdminTokenE
 /// The peer token must be a valid token and differ from the admin and
 /// gateway tokens (every node holds it; it must grant nothing on the API).
 pub fn check_peer_token(peer: &str, admin: &str, gateway: Option<&str>) -> Result<(), AdminTokenError> {
+    if is_placeholder(peer) {
+        return Err(AdminTokenError::Placeholder { which: "peer" });
+    }
     let same_as = |other: &str| constant_time_eq(peer.as_bytes(), other.as_bytes());
     if !valid(peer) || same_as(admin) || gateway.is_some_and(same_as) {
         return Err(AdminTokenError::InvalidPeer);
@@ -105,6 +127,9 @@ fn valid(token: &str) -> bool {
 /// there with mode 0600.
 pub fn load_admin_token(configured: Option<&str>, data_dir: &Path) -> Result<AdminToken, AdminTokenError> {
     if let Some(t) = configured {
+        if is_placeholder(t) {
+            return Err(AdminTokenError::Placeholder { which: "admin" });
+        }
         return if valid(t) {
             Ok(AdminToken::Configured(t.to_string()))
         } else {
@@ -167,6 +192,41 @@ mod tests {
         assert!(load_admin_token(Some("short"), dir.path()).is_err());
     }
 
+    /// Every token in the example env file is refused with a message that
+    /// says how to make real ones, for each role it could be used in.
+    #[test]
+    fn the_example_env_files_tokens_are_refused_as_placeholders() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../cluster/compose.env.example");
+        let text = fs::read_to_string(path).expect("cluster/compose.env.example");
+        let tokens: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .filter(|(k, _)| k.ends_with("_TOKEN") && !k.starts_with('#'))
+            .map(|(_, v)| v.trim())
+            .collect();
+        assert_eq!(tokens.len(), 3, "admin, peer and gateway tokens in {path}: {tokens:?}");
+        let dir = tempfile::tempdir().unwrap();
+        let real = "admin-token-0123456789";
+        for t in tokens {
+            let e = load_admin_token(Some(t), dir.path())
+                .err()
+                .expect("placeholder admin token refused");
+            assert!(matches!(e, AdminTokenError::Placeholder { which: "admin" }), "{e}");
+            assert!(e.to_string().contains("cluster/make-env.sh"), "{e}");
+            assert!(matches!(
+                check_gateway_token(t, real),
+                Err(AdminTokenError::Placeholder { which: "gateway" })
+            ));
+            assert!(matches!(
+                check_peer_token(t, real, None),
+                Err(AdminTokenError::Placeholder { which: "peer" })
+            ));
+        }
+        // A random token is not a placeholder.
+        assert!(!is_placeholder(&new_session_token()));
+        assert!(load_admin_token(Some("A-Real-Token-ChangeMe-Later"), dir.path()).is_err());
+    }
+
     #[test]
     fn tokens_differ_and_compare_exactly() {
         let a = new_session_token();
@@ -184,6 +244,10 @@ mod tests {
     fn peer_token_is_long_and_differs_from_the_other_tokens() {
         let admin = "admin-token-0123456789";
         assert!(check_peer_token("peer-token-0123456789", admin, None).is_ok());
+        assert!(matches!(
+            check_peer_token("change-me-to-another-long-random-token", admin, None),
+            Err(AdminTokenError::Placeholder { which: "peer" })
+        ));
         assert!(check_peer_token("short", admin, None).is_err());
         assert!(check_peer_token(admin, admin, None).is_err());
         assert!(check_peer_token("gateway-token-0123456789", admin, Some("gateway-token-0123456789")).is_err());
