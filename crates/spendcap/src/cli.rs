@@ -359,9 +359,12 @@ fn write_stdout(text: &str) -> anyhow::Result<()> {
 pub async fn health(a: HealthArgs) -> anyhow::Result<()> {
     let client = Client::with_timeout(&a.conn.api, None, Duration::from_secs(a.conn.timeout_seconds))?;
     let h = client.readyz().await.context("not ready")?;
+    let or_none = |v: Option<u64>| v.map_or_else(|| "none".to_string(), |v| v.to_string());
     println!(
-        "ready: node {} leader {:?} applied {:?}",
-        h.node_id, h.leader_id, h.applied_index
+        "ready: node {} leader {} applied {}",
+        h.node_id,
+        or_none(h.leader_id),
+        or_none(h.applied_index)
     );
     Ok(())
 }
