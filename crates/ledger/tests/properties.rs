@@ -1486,6 +1486,13 @@ mod whole {
         }
     }
 
+    fn caller_sid(c: &Caller) -> Option<&SessionId> {
+        match c {
+            Caller::Session(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// The generator reaches every kind of answer (else the model test
     /// would pass while testing little): a fixed-seed sample of plans.
     #[test]
@@ -1497,20 +1504,34 @@ mod whole {
         for _ in 0..400 {
             let plan = entries().new_tree(&mut runner).unwrap().current();
             let mut ledger = Ledger::new();
+            // Every token each session has had, read after each entry.
+            let mut had: BTreeMap<SessionId, BTreeSet<TokenHash>> = BTreeMap::new();
             for (i, entry) in build(&plan).iter().enumerate() {
                 for (c, o) in entry.commands.iter().zip(ledger.apply(i as u64 + 1, entry)) {
                     seen.insert(kind(&o));
                     // Credentials, command by command: refused when
-                    // superseded, and accepted when current.
-                    let (what, credential) = match c {
-                        Command::Authorize(a) => ("authorize", a.credential),
-                        Command::Capture(x) => ("capture", x.credential),
-                        Command::Void(x) => ("void", x.credential),
+                    // superseded (also when it is a token the session had
+                    // before a rotation), accepted when current.
+                    let (what, session, credential) = match c {
+                        Command::Authorize(a) => ("authorize", Some(&a.session_id), a.credential),
+                        Command::Capture(x) => ("capture", caller_sid(&x.caller), x.credential),
+                        Command::Void(x) => ("void", caller_sid(&x.caller), x.credential),
                         _ => continue,
                     };
-                    if credential.is_some() {
-                        seen.insert(format!("{}:{what}", kind(&o)));
+                    let Some(credential) = credential else { continue };
+                    seen.insert(format!("{}:{what}", kind(&o)));
+                    let old = session
+                        .and_then(|s| had.get(s))
+                        .is_some_and(|h| h.contains(&credential));
+                    if old && matches!(o, Outcome::Refused(Refusal::TokenSuperseded)) {
+                        seen.insert(format!("{}:{what}:rotated_away", kind(&o)));
                     }
+                }
+                for s in SESSIONS
+                    .iter()
+                    .filter_map(|s| ledger.session(&SessionId::new(*s).unwrap()))
+                {
+                    had.entry(s.id.clone()).or_default().insert(s.token_hash);
                 }
             }
         }
@@ -1560,6 +1581,9 @@ mod whole {
             "approved:true:authorize",
             "captured:false:capture",
             "voided:false:void",
+            "refused:token_superseded:authorize:rotated_away",
+            "refused:token_superseded:capture:rotated_away",
+            "refused:token_superseded:void:rotated_away",
         ];
         let missing: Vec<_> = want.iter().filter(|k| !seen.contains(**k)).collect();
         assert!(missing.is_empty(), "never generated: {missing:?}; seen: {seen:?}");
