@@ -340,11 +340,11 @@ proptest! {
 /// limits, replays with the same or another token), revoke, token rotation,
 /// authorize (idempotent replays, denials of every kind), pin, capture and
 /// void by every kind of caller, each with no credential, the session's
-/// current token or a superseded/foreign one, time moving (expiring holds, keys and
-/// sessions), and entries at and above the size limit. An independent model
-/// predicts every outcome exactly; after every entry the invariants hold and
-/// the state matches the model, and a restart from the records gives the
-/// same digest.
+/// current token or a superseded/foreign one, time moving (expiring holds,
+/// keys and sessions), and entries at and above the size limit. An
+/// independent model predicts every outcome exactly (`TokenSuperseded`
+/// included); after every entry the invariants hold and the state matches
+/// the model, and a restart from the records gives the same digest.
 mod whole {
     use std::collections::{BTreeMap, BTreeSet};
 
