@@ -339,11 +339,12 @@ proptest! {
 /// caps, blocked tools, nesting), session create (allowlists, live-hold
 /// limits, replays with the same or another token), revoke, token rotation,
 /// authorize (idempotent replays, denials of every kind), pin, capture and
-/// void by every kind of caller, time moving (expiring holds, keys and
-/// sessions), and entries at and above the size limit. An independent model
-/// predicts every outcome exactly; after every entry the invariants hold and
-/// the state matches the model, and a restart from the records gives the
-/// same digest.
+/// void by every kind of caller, each with no credential, the session's
+/// current token or a superseded/foreign one, time moving (expiring holds,
+/// keys and sessions), and entries at and above the size limit. An
+/// independent model predicts every outcome exactly (`TokenSuperseded`
+/// included); after every entry the invariants hold and the state matches
+/// the model, and a restart from the records gives the same digest.
 mod whole {
     use std::collections::{BTreeMap, BTreeSet};
 
@@ -451,6 +452,7 @@ mod whole {
             tool: usize,
             key: Option<u8>,
             ttl_s: u8,
+            cred: Cred,
         },
         Settle {
             hold: u8,
@@ -462,14 +464,98 @@ mod whole {
             caller: u8,
             cents: Option<u16>,
             key: Option<u8>,
+            cred: Cred,
         },
         Void {
             hold: u8,
             caller: u8,
             key: Option<u8>,
+            cred: Cred,
         },
         /// The previous command again: a retry (replays, "already").
         Again,
+    }
+
+    /// The session token a command comes with (`credential`), for an
+    /// authorization and for a capture or void whose caller is a session.
+    #[derive(Clone, Copy, Debug)]
+    enum Cred {
+        /// No credential: the admin's (or a batch's) command.
+        Absent,
+        /// The session's current token, as the plan left it.
+        Current,
+        /// The token the session had before its last rotation (one never
+        /// issued if it was not rotated).
+        Stale,
+        /// The token `[t; 32]`: another session's, an old one, or none.
+        Other(u8),
+    }
+
+    fn cred() -> impl Strategy<Value = Cred> {
+        prop_oneof![
+            5 => Just(Cred::Absent),
+            4 => Just(Cred::Current),
+            1 => Just(Cred::Stale),
+            1 => (0..12u8).prop_map(Cred::Other),
+        ]
+    }
+
+    /// A token no session is ever given.
+    const NEVER_ISSUED: TokenHash = [0xEE; 32];
+
+    /// What the plan's creations and rotations leave each session's token
+    /// as, followed op by op while building (not by asking a ledger). It
+    /// only steers `Cred::Current` and `Cred::Stale` towards the right
+    /// token; whether a credential is accepted is the model's to predict.
+    #[derive(Default)]
+    struct Tokens {
+        budgets: BTreeSet<usize>,
+        /// Session index to (current, before the last rotation).
+        sessions: BTreeMap<usize, (TokenHash, Option<TokenHash>)>,
+    }
+
+    impl Tokens {
+        fn credential(&self, s: usize, c: Cred) -> Option<TokenHash> {
+            let (current, before) = self.sessions.get(&s).copied().unwrap_or((NEVER_ISSUED, None));
+            match c {
+                Cred::Absent => None,
+                Cred::Current => Some(current),
+                Cred::Stale => Some(before.unwrap_or(NEVER_ISSUED)),
+                Cred::Other(t) => Some([t; 32]),
+            }
+        }
+
+        fn in_use(&self, token: u8) -> bool {
+            self.sessions.values().any(|(t, _)| *t == [token; 32])
+        }
+
+        /// Follows an op the ledger is about to see.
+        fn note(&mut self, op: &Op) {
+            match op {
+                Op::CreateBudget { b, parent, .. } => {
+                    if *parent == *b || *parent >= 3 || self.budgets.contains(parent) {
+                        self.budgets.insert(*b);
+                    }
+                }
+                Op::CreateSession {
+                    s, token, budget, max, ..
+                } => {
+                    let fine = budget.is_none_or(|b| self.budgets.contains(&b)) && *max % 5 != 4;
+                    if fine && !self.sessions.contains_key(s) && !self.in_use(*token) {
+                        self.sessions.insert(*s, ([*token; 32], None));
+                    }
+                }
+                Op::Rotate { s, token } => {
+                    if !self.in_use(*token) {
+                        if let Some((current, before)) = self.sessions.get_mut(s) {
+                            *before = Some(*current);
+                            *current = [*token; 32];
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -482,29 +568,38 @@ mod whole {
                 .prop_map(|(s, token, cap, budget, caps, tools, max, short)| Op::CreateSession { s, token, cap, budget, caps, tools, max, short }),
             1 => (0..4usize).prop_map(|s| Op::Revoke { s }),
             1 => (0..4usize, 0..12u8).prop_map(|(s, token)| Op::Rotate { s, token }),
-            8 => (0..4usize, any::<u8>(), 0..3usize, proptest::option::of(0..5u8), 5..90u8)
-                .prop_map(|(s, amount, tool, key, ttl_s)| Op::Authorize { s, amount, tool, key, ttl_s }),
+            8 => (0..4usize, any::<u8>(), 0..3usize, proptest::option::of(0..5u8), 5..90u8, cred())
+                .prop_map(|(s, amount, tool, key, ttl_s, cred)| Op::Authorize { s, amount, tool, key, ttl_s, cred }),
             2 => (0..16u8, 0..6u8, 0..2u8).prop_map(|(hold, caller, reference)| Op::Settle { hold, caller, reference }),
-            3 => (0..16u8, 0..6u8, proptest::option::of(0..1600u16), proptest::option::of(0..4u8))
-                .prop_map(|(hold, caller, cents, key)| Op::Capture { hold, caller, cents, key }),
-            3 => (0..16u8, 0..6u8, proptest::option::of(0..4u8)).prop_map(|(hold, caller, key)| Op::Void { hold, caller, key }),
+            3 => (0..16u8, 0..6u8, proptest::option::of(0..1600u16), proptest::option::of(0..4u8), cred())
+                .prop_map(|(hold, caller, cents, key, cred)| Op::Capture { hold, caller, cents, key, cred }),
+            3 => (0..16u8, 0..6u8, proptest::option::of(0..4u8), cred())
+                .prop_map(|(hold, caller, key, cred)| Op::Void { hold, caller, key, cred }),
             3 => Just(Op::Again),
         ]
     }
 
     /// 0 admin, 1 gateway, 2.. a session.
     fn caller(i: u8) -> Caller {
-        match i {
-            0 => Caller::Admin,
-            1 => Caller::Gateway,
-            n => Caller::Session(sid(usize::from(n - 2) % SESSIONS.len())),
+        match caller_session(i) {
+            Some(s) => Caller::Session(sid(s)),
+            None if i == 0 => Caller::Admin,
+            None => Caller::Gateway,
         }
+    }
+    fn caller_session(i: u8) -> Option<usize> {
+        i.checked_sub(2).map(|n| usize::from(n) % SESSIONS.len())
+    }
+    /// A capture's or void's credential: a session caller's token; the
+    /// admin and the gateway come without one.
+    fn caller_credential(tokens: &Tokens, i: u8, c: Cred) -> Option<TokenHash> {
+        caller_session(i).and_then(|s| tokens.credential(s, c))
     }
     fn key(k: Option<u8>) -> Option<IdempotencyKey> {
         k.map(|k| IdempotencyKey::new(format!("key-{k}")).unwrap())
     }
 
-    fn command(op: &Op) -> Command {
+    fn command(op: &Op, tokens: &Tokens) -> Command {
         match op {
             Op::CreateBudget {
                 b,
@@ -559,6 +654,7 @@ mod whole {
                 tool: t,
                 key: k,
                 ttl_s,
+                cred,
             } => Command::Authorize(Authorize {
                 session_id: sid(*s),
                 amount: amount_menu(*amount),
@@ -566,7 +662,7 @@ mod whole {
                 idempotency_key: key(*k),
                 hold_ttl_ms: Some(u64::from(*ttl_s) * 1000),
                 context: DecisionContext::default(),
-                credential: None,
+                credential: tokens.credential(*s, *cred),
             }),
             Op::Settle {
                 hold,
@@ -582,23 +678,25 @@ mod whole {
                 caller: c,
                 cents,
                 key: k,
+                cred,
             } => Command::Capture(Capture {
                 hold_id: HoldId(u64::from(*hold)),
                 caller: caller(*c),
                 amount: cents.map(|c| AmountInput::Atomic(Amount(u128::from(c) * 10_000))),
                 receipt: ReceiptInput::default(),
                 idempotency_key: key(*k),
-                credential: None,
+                credential: caller_credential(tokens, *c, *cred),
             }),
             Op::Void {
                 hold,
                 caller: c,
                 key: k,
+                cred,
             } => Command::Void(Void {
                 hold_id: HoldId(u64::from(*hold)),
                 caller: caller(*c),
                 idempotency_key: key(*k),
-                credential: None,
+                credential: caller_credential(tokens, *c, *cred),
             }),
             Op::Again => Command::RevokeSession { session_id: sid(3) },
         }
@@ -634,23 +732,23 @@ mod whole {
         proptest::collection::vec((step, body), 1..40)
     }
 
-    fn setup() -> Vec<Command> {
+    fn setup() -> Vec<Op> {
         vec![
-            command(&Op::CreateBudget {
+            Op::CreateBudget {
                 b: 0,
                 cap: 60,
                 parent: 3,
                 caps: 1,
                 blocked: 0,
-            }),
-            command(&Op::CreateBudget {
+            },
+            Op::CreateBudget {
                 b: 1,
                 cap: 40,
                 parent: 0,
                 caps: 0,
                 blocked: 0,
-            }),
-            command(&Op::CreateSession {
+            },
+            Op::CreateSession {
                 s: 0,
                 token: 0,
                 cap: 25,
@@ -659,8 +757,8 @@ mod whole {
                 tools: 0,
                 max: 0,
                 short: false,
-            }),
-            command(&Op::CreateSession {
+            },
+            Op::CreateSession {
                 s: 1,
                 token: 1,
                 cap: 25,
@@ -669,8 +767,8 @@ mod whole {
                 tools: 3,
                 max: 3,
                 short: false,
-            }),
-            command(&Op::CreateSession {
+            },
+            Op::CreateSession {
                 s: 2,
                 token: 2,
                 cap: 25,
@@ -679,20 +777,33 @@ mod whole {
                 tools: 0,
                 max: 2,
                 short: true,
-            }),
+            },
         ]
     }
 
     fn build(plan: &[(Step, Body)]) -> Vec<Entry> {
         let mut t = 1_000_000u64;
+        let mut tokens = Tokens::default();
+        let mut setup_commands = Vec::new();
+        for op in setup() {
+            setup_commands.push(command(&op, &tokens));
+            tokens.note(&op);
+        }
         let mut out = vec![Entry {
             time_ms: t,
-            commands: setup(),
+            commands: setup_commands,
         }];
-        let mut last = command(&Op::Revoke { s: 3 });
-        let mut next = |op: &Op| {
+        let mut last = command(&Op::Revoke { s: 3 }, &tokens);
+        // A command with the credential its op asks for as the plan stands
+        // (`Again` repeats the previous command as it was, credential and
+        // all). An entry over the size limit is refused whole: it changes
+        // no token.
+        let mut next = |op: &Op, applied: bool| {
             if !matches!(op, Op::Again) {
-                last = command(op);
+                last = command(op, &tokens);
+                if applied {
+                    tokens.note(op);
+                }
             }
             last.clone()
         };
@@ -703,8 +814,8 @@ mod whole {
                 Step::Leap => t + 25 * HOUR_MS,
             };
             let commands = match body {
-                Body::Ops(ops) => ops.iter().map(&mut next).collect(),
-                Body::Fill { op, over } => vec![next(op); ENTRY_COMMANDS_MAX + usize::from(*over)],
+                Body::Ops(ops) => ops.iter().map(|op| next(op, true)).collect(),
+                Body::Fill { op, over } => vec![next(op, !*over); ENTRY_COMMANDS_MAX + usize::from(*over)],
             };
             out.push(Entry { time_ms: t, commands });
         }
@@ -1055,6 +1166,13 @@ mod whole {
             let Some(s) = self.sessions.get(&c.session_id) else {
                 return Outcome::Denied(DenyReason::UnknownSession);
             };
+            // A credential must be the session's token as it is now: an
+            // older one is refused before anything else is looked at (a
+            // remembered key, a revocation), and the refusal is not
+            // remembered.
+            if c.credential.is_some_and(|t| t != s.token) {
+                return refused(Refusal::TokenSuperseded);
+            }
             let scope = format!("s/{}", c.session_id);
             let fp = format!("{:?}", (&c.amount, &c.tool, &c.hold_ttl_ms, &c.context));
             if let Some(k) = c
@@ -1207,9 +1325,19 @@ mod whole {
             &self,
             id: HoldId,
             caller: &Caller,
+            credential: Option<TokenHash>,
             key: &Option<IdempotencyKey>,
             fp: &str,
         ) -> Result<MHold, Outcome> {
+            // A session caller's credential comes first: it must be that
+            // session's current token (a session that does not exist has
+            // none). The admin and the gateway are not sessions: nothing
+            // to check.
+            if let (Caller::Session(s), Some(t)) = (caller, credential) {
+                if self.sessions.get(s).is_none_or(|x| x.token != t) {
+                    return Err(refused(Refusal::TokenSuperseded));
+                }
+            }
             if let Some(k) = key
                 .as_ref()
                 .and_then(|k| self.keys.get(&(format!("h/{}", id.0), k.clone())))
@@ -1240,7 +1368,7 @@ mod whole {
                 return invalid("amount");
             }
             let fp = format!("{:?}", ("capture", &c.amount, &c.receipt));
-            let h = match self.resolvable(c.hold_id, &c.caller, &c.idempotency_key, &fp) {
+            let h = match self.resolvable(c.hold_id, &c.caller, c.credential, &c.idempotency_key, &fp) {
                 Ok(h) => h,
                 Err(o) => return o,
             };
@@ -1272,7 +1400,7 @@ mod whole {
 
         fn void(&mut self, at: Position, c: &Void) -> Outcome {
             let fp = "void".to_string();
-            let h = match self.resolvable(c.hold_id, &c.caller, &c.idempotency_key, &fp) {
+            let h = match self.resolvable(c.hold_id, &c.caller, c.credential, &c.idempotency_key, &fp) {
                 Ok(h) => h,
                 Err(o) => return o,
             };
@@ -1358,6 +1486,13 @@ mod whole {
         }
     }
 
+    fn caller_sid(c: &Caller) -> Option<&SessionId> {
+        match c {
+            Caller::Session(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// The generator reaches every kind of answer (else the model test
     /// would pass while testing little): a fixed-seed sample of plans.
     #[test]
@@ -1369,9 +1504,34 @@ mod whole {
         for _ in 0..400 {
             let plan = entries().new_tree(&mut runner).unwrap().current();
             let mut ledger = Ledger::new();
+            // Every token each session has had, read after each entry.
+            let mut had: BTreeMap<SessionId, BTreeSet<TokenHash>> = BTreeMap::new();
             for (i, entry) in build(&plan).iter().enumerate() {
-                for o in ledger.apply(i as u64 + 1, entry) {
+                for (c, o) in entry.commands.iter().zip(ledger.apply(i as u64 + 1, entry)) {
                     seen.insert(kind(&o));
+                    // Credentials, command by command: refused when
+                    // superseded (also when it is a token the session had
+                    // before a rotation), accepted when current.
+                    let (what, session, credential) = match c {
+                        Command::Authorize(a) => ("authorize", Some(&a.session_id), a.credential),
+                        Command::Capture(x) => ("capture", caller_sid(&x.caller), x.credential),
+                        Command::Void(x) => ("void", caller_sid(&x.caller), x.credential),
+                        _ => continue,
+                    };
+                    let Some(credential) = credential else { continue };
+                    seen.insert(format!("{}:{what}", kind(&o)));
+                    let old = session
+                        .and_then(|s| had.get(s))
+                        .is_some_and(|h| h.contains(&credential));
+                    if old && matches!(o, Outcome::Refused(Refusal::TokenSuperseded)) {
+                        seen.insert(format!("{}:{what}:rotated_away", kind(&o)));
+                    }
+                }
+                for s in SESSIONS
+                    .iter()
+                    .filter_map(|s| ledger.session(&SessionId::new(*s).unwrap()))
+                {
+                    had.entry(s.id.clone()).or_default().insert(s.token_hash);
                 }
             }
         }
@@ -1413,6 +1573,17 @@ mod whole {
             "refused:forbidden",
             "refused:idempotency_conflict",
             "refused:hold_settling",
+            "refused:token_superseded",
+            "refused:token_superseded:authorize",
+            "refused:token_superseded:capture",
+            "refused:token_superseded:void",
+            "approved:false:authorize",
+            "approved:true:authorize",
+            "captured:false:capture",
+            "voided:false:void",
+            "refused:token_superseded:authorize:rotated_away",
+            "refused:token_superseded:capture:rotated_away",
+            "refused:token_superseded:void:rotated_away",
         ];
         let missing: Vec<_> = want.iter().filter(|k| !seen.contains(**k)).collect();
         assert!(missing.is_empty(), "never generated: {missing:?}; seen: {seen:?}");
