@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use api::*;
 use client::{Client, ClientError};
-use common::{eventually, Cluster};
+use common::{authorize_request, eventually, Cluster};
 use futures::future::join_all;
 
 async fn create_session(c: &Client, id: &str, cap: &str) -> String {
@@ -26,16 +26,6 @@ async fn create_session(c: &Client, id: &str, cap: &str) -> String {
         .await
         .expect("create session");
     r.session_token.expect("a new session's token")
-}
-
-fn authorize_request(amount: &str, key: &str) -> AuthorizeRequest {
-    AuthorizeRequest {
-        amount: Some(amount.into()),
-        tool: "search".into(),
-        idempotency_key: Some(key.into()),
-        hold_seconds: Some(3600),
-        ..Default::default()
-    }
 }
 
 /// Authorizes until the outcome is definite, retrying an unknown outcome
