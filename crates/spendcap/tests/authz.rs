@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use api::*;
 use client::Client;
-use common::{authorize_request, eventually, Cluster, ADMIN_TOKEN, GATEWAY_TOKEN};
+use common::{authorize_request, budget, eventually, Cluster, ADMIN_TOKEN, GATEWAY_TOKEN};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -147,14 +147,7 @@ async fn subject(admin: &Client, id: &str, expires_in_seconds: u64, spares: usiz
 impl World {
     async fn build(cluster: &Cluster) -> World {
         let admin = cluster.client(0);
-        admin
-            .create_budget(&CreateBudgetRequest {
-                id: "org:authz".into(),
-                cap: "100000".into(),
-                ..Default::default()
-            })
-            .await
-            .expect("budget");
+        budget(&admin, "org:authz", "100000").await;
         // Each of the routes that pin, capture or void needs an active hold
         // per caller that may succeed; the dead sessions need one per route.
         let a = subject(&admin, "sa", 86_400, 3 * CALLERS.len()).await;
@@ -472,14 +465,7 @@ async fn every_route_answers_every_caller_as_documented() {
 async fn a_session_cannot_void_or_capture_a_hold_the_gateway_pinned() {
     let cluster = Cluster::start(1, &[]).await;
     let admin = cluster.client(0);
-    admin
-        .create_budget(&CreateBudgetRequest {
-            id: "org:authz".into(),
-            cap: "1000".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("budget");
+    budget(&admin, "org:authz", "1000").await;
     let token = session(&admin, "agent", 86_400).await;
     let agent = Client::with_timeout(&cluster.nodes[0].api(), Some(token), Duration::from_secs(10)).expect("client");
     let gateway = admin.with_token(GATEWAY_TOKEN);
@@ -536,14 +522,7 @@ async fn a_session_cannot_void_or_capture_a_hold_the_gateway_pinned() {
 async fn dead_session_tokens_add_nothing() {
     let cluster = Cluster::start(3, &[]).await;
     let admin = cluster.client(0);
-    admin
-        .create_budget(&CreateBudgetRequest {
-            id: "org:authz".into(),
-            cap: "1000".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("budget");
+    budget(&admin, "org:authz", "1000").await;
     let revoked = session(&admin, "revoked", 86_400).await;
     let expired = session(&admin, "expired", 2).await;
     let held = hold(&admin, "revoked", "before-revoke").await;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use api::AuthorizeRequest;
+use api::{AuthorizeRequest, CreateBudgetRequest};
 use client::Client;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -28,6 +28,18 @@ pub fn authorize_request(amount: &str, key: &str) -> AuthorizeRequest {
         hold_seconds: Some(3600),
         ..Default::default()
     }
+}
+
+/// Creates budget `id` with `cap` and nothing else set; panics if refused.
+pub async fn budget(admin: &Client, id: &str, cap: &str) {
+    admin
+        .create_budget(&CreateBudgetRequest {
+            id: id.into(),
+            cap: cap.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("create budget {id}: {e}"));
 }
 
 /// Polls `check` until it returns `Some`, or panics after `timeout`.
