@@ -1,76 +1,18 @@
 //! Issue 11 through the ledger's command API: commands an adversarial agent
 //! or a careless operator can send, and what they must (not) do.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 
+use common::*;
 use ledger::*;
 
-const USDC: u8 = 6;
 const DAY_MS: u64 = 86_400_000;
 
-fn usd(text: &str) -> Amount {
-    amount::parse_decimal(text, USDC).unwrap()
-}
-
-fn tool(t: &str) -> Tool {
-    Tool::new(t).unwrap()
-}
-
-fn tools(list: &[&str]) -> BTreeSet<Tool> {
-    list.iter().map(|t| tool(t)).collect()
-}
-
-fn sid(s: &str) -> SessionId {
-    SessionId::new(s).unwrap()
-}
-
-fn bid(s: &str) -> BudgetId {
-    BudgetId::new(s).unwrap()
-}
-
-struct World {
-    ledger: Ledger,
-    index: u64,
-    now: u64,
-}
-
 impl World {
-    fn new() -> Self {
-        World {
-            ledger: Ledger::new(),
-            index: 0,
-            now: 1_000_000,
-        }
-    }
-
-    fn entry(&mut self, commands: Vec<Command>) -> Vec<Outcome> {
-        self.index += 1;
-        let out = self.ledger.apply(
-            self.index,
-            &Entry {
-                time_ms: self.now,
-                commands,
-            },
-        );
-        self.ledger.check_invariants().unwrap();
-        self.ledger.take_changes();
-        out
-    }
-
-    fn run(&mut self, command: Command) -> Outcome {
-        self.entry(vec![command]).pop().unwrap()
-    }
-
     fn budget(&mut self, id: &str, cap: &str, parent: Option<&str>, blocked: &[&str]) {
-        let out = self.run(Command::CreateBudget(CreateBudget {
-            id: bid(id),
-            asset: Asset::usdc(),
-            cap: usd(cap),
-            tool_caps: BTreeMap::new(),
-            parent: parent.map(bid),
-            blocked_tools: tools(blocked),
-        }));
-        assert_eq!(out, Outcome::BudgetCreated { existed: false });
+        self.create_budget(id, cap, parent, &[], blocked);
     }
 
     fn create_session(
@@ -112,16 +54,9 @@ impl World {
         self.run(Command::UpdateBudget(UpdateBudget {
             id: bid(budget),
             cap: None,
-            tool_caps: Some(caps.iter().map(|(t, c)| (tool(t), usd(c))).collect()),
+            tool_caps: Some(tool_caps(caps)),
             blocked_tools: None,
         }))
-    }
-}
-
-fn approved(o: &Outcome) -> HoldId {
-    match o {
-        Outcome::Approved { approval, .. } => approval.hold_id,
-        other => panic!("expected approval, got {other:?}"),
     }
 }
 
@@ -135,7 +70,7 @@ fn gpu_cap(w: &World, budget: &str) -> CapUsage {
 /// below panics in `Usage::settle`.
 #[test]
 fn a_tool_cap_added_while_holds_are_live_counts_them_then_void_and_capture() {
-    let mut w = World::new();
+    let mut w = World::dropping_changes();
     w.budget("org", "1000", None, &[]);
     w.budget("team", "1000", Some("org"), &[]);
     w.create_session("s", 1, Some("team"), None, None);
@@ -184,7 +119,7 @@ fn a_tool_cap_added_while_holds_are_live_counts_them_then_void_and_capture() {
 /// commit the time advance panics.
 #[test]
 fn a_tool_cap_added_while_holds_are_live_then_they_expire() {
-    let mut w = World::new();
+    let mut w = World::dropping_changes();
     w.budget("org", "1000", None, &[]);
     w.create_session("s", 1, Some("org"), None, None);
     w.create_session("other", 2, None, None, None);
@@ -194,14 +129,14 @@ fn a_tool_cap_added_while_holds_are_live_then_they_expire() {
     assert_eq!(w.set_tool_caps("org", &[("gpu", "10")]), Outcome::BudgetUpdated);
     assert_eq!(gpu_cap(&w, "org").usage.held, usd("10"));
     w.now += 120_000;
-    w.entry(vec![]);
+    w.apply(vec![]);
     assert_eq!(w.ledger.counts().2, 0);
     assert_eq!(gpu_cap(&w, "org").usage, Usage::default());
 }
 
 #[test]
 fn a_session_tool_allowlist_denies_other_tools() {
-    let mut w = World::new();
+    let mut w = World::dropping_changes();
     w.create_session("s", 1, None, Some(&["search"]), None);
     approved(&w.authorize("s", "1", "search", 60_000));
     assert_eq!(
@@ -219,7 +154,7 @@ fn a_session_tool_allowlist_denies_other_tools() {
 
 #[test]
 fn a_tool_blocked_on_an_ancestor_budget_is_denied_until_unblocked() {
-    let mut w = World::new();
+    let mut w = World::dropping_changes();
     w.budget("org", "1000", None, &["casino"]);
     w.budget("team", "1000", Some("org"), &[]);
     w.create_session("s", 1, Some("team"), None, None);
@@ -253,7 +188,7 @@ fn a_tool_blocked_on_an_ancestor_budget_is_denied_until_unblocked() {
 
 #[test]
 fn a_flood_of_one_unit_holds_stops_at_the_session_limit() {
-    let mut w = World::new();
+    let mut w = World::dropping_changes();
     w.create_session("s", 1, None, None, Some(3));
     let holds: Vec<HoldId> = (0..3)
         .map(|_| approved(&w.authorize("s", "0.000001", "t", 60_000)))
@@ -292,7 +227,7 @@ fn a_flood_of_one_unit_holds_stops_at_the_session_limit() {
 /// while the new token was never stored).
 #[test]
 fn session_create_replays_only_with_the_same_token() {
-    let mut w = World::new();
+    let mut w = World::dropping_changes();
     assert!(matches!(
         w.create_session("s", 1, None, None, None),
         Outcome::SessionCreated { existed: false, .. }
@@ -316,7 +251,7 @@ fn session_create_replays_only_with_the_same_token() {
 
 #[test]
 fn an_entry_above_the_size_limit_is_refused_whole() {
-    let mut w = World::new();
+    let mut w = World::dropping_changes();
     w.create_session("s", 1, None, None, Some(ENTRY_COMMANDS_MAX as u32));
     let before: Vec<_> = w.ledger.records().filter(|(k, _)| k[0] != b'M').collect();
     let now_before = w.ledger.now_ms();
@@ -330,7 +265,7 @@ fn an_entry_above_the_size_limit_is_refused_whole() {
         credential: None,
     });
     w.now += 1000;
-    let out = w.entry(vec![authorize.clone(); ENTRY_COMMANDS_MAX + 1]);
+    let out = w.apply(vec![authorize.clone(); ENTRY_COMMANDS_MAX + 1]);
     assert_eq!(out.len(), ENTRY_COMMANDS_MAX + 1);
     assert!(out
         .iter()
@@ -339,7 +274,7 @@ fn an_entry_above_the_size_limit_is_refused_whole() {
     assert_eq!(before, after);
     assert_eq!(w.ledger.now_ms(), now_before);
     // At the limit, all of them apply.
-    let out = w.entry(vec![authorize; ENTRY_COMMANDS_MAX]);
+    let out = w.apply(vec![authorize; ENTRY_COMMANDS_MAX]);
     assert!(out.iter().all(|o| matches!(o, Outcome::Approved { .. })));
     assert_eq!(w.ledger.counts().2, ENTRY_COMMANDS_MAX);
 }
@@ -349,7 +284,7 @@ fn an_entry_above_the_size_limit_is_refused_whole() {
 /// overflowed while `Atomic` of the same value was accepted.
 #[test]
 fn large_decimal_amounts_are_accepted_like_atomic_ones() {
-    let mut w = World::new();
+    let mut w = World::dropping_changes();
     w.create_session("s", 1, None, None, None);
     let out = w.authorize("s", "1000000000.5", "t", 60_000);
     match out {
@@ -371,7 +306,7 @@ fn large_decimal_amounts_are_accepted_like_atomic_ones() {
 /// apply, so a superseded token can never act, whichever node it reached.
 #[test]
 fn a_superseded_session_token_can_neither_authorize_nor_resolve() {
-    let mut w = World::new();
+    let mut w = World::dropping_changes();
     w.create_session("s", 1, None, None, None);
     let authorize = |credential: [u8; 32]| {
         Command::Authorize(Authorize {

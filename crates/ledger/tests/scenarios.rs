@@ -1,72 +1,17 @@
 //! The ledger through its command API: one scenario per behaviour.
 
+mod common;
+
 use std::collections::BTreeMap;
 
+use common::*;
 use ledger::*;
 
-const USDC: u8 = 6;
 const SESSION_TTL_MS: u64 = 30 * 86_400_000;
 
-fn usd(text: &str) -> Amount {
-    amount::parse_decimal(text, USDC).unwrap()
-}
-
-fn tool(t: &str) -> Tool {
-    Tool::new(t).unwrap()
-}
-
-fn sid(s: &str) -> SessionId {
-    SessionId::new(s).unwrap()
-}
-
-fn bid(s: &str) -> BudgetId {
-    BudgetId::new(s).unwrap()
-}
-
-fn key(k: &str) -> Option<IdempotencyKey> {
-    Some(IdempotencyKey::new(k).unwrap())
-}
-
-struct World {
-    ledger: Ledger,
-    index: u64,
-    now: u64,
-    tokens: u8,
-}
-
 impl World {
-    fn new() -> Self {
-        World {
-            ledger: Ledger::new(),
-            index: 0,
-            now: 1_000_000,
-            tokens: 0,
-        }
-    }
-
-    fn run(&mut self, command: Command) -> Outcome {
-        self.index += 1;
-        let mut out = self.ledger.apply(
-            self.index,
-            &Entry {
-                time_ms: self.now,
-                commands: vec![command],
-            },
-        );
-        self.ledger.check_invariants().unwrap();
-        out.pop().unwrap()
-    }
-
-    fn budget(&mut self, id: &str, cap: &str, parent: Option<&str>, tool_caps: &[(&str, &str)]) {
-        let out = self.run(Command::CreateBudget(CreateBudget {
-            id: bid(id),
-            asset: Asset::usdc(),
-            cap: usd(cap),
-            tool_caps: tool_caps.iter().map(|(t, c)| (tool(t), usd(c))).collect(),
-            parent: parent.map(bid),
-            blocked_tools: Default::default(),
-        }));
-        assert_eq!(out, Outcome::BudgetCreated { existed: false });
+    fn budget(&mut self, id: &str, cap: &str, parent: Option<&str>, caps: &[(&str, &str)]) {
+        self.create_budget(id, cap, parent, caps, &[]);
     }
 
     fn session(&mut self, id: &str, cap: &str, budget: Option<&str>, tool_caps: &[(&str, &str)]) {
@@ -79,7 +24,7 @@ impl World {
             ttl_ms: SESSION_TTL_MS,
             agent_id: "agent-7".into(),
             wallet_address: Some("0xabc".into()),
-            tool_caps: tool_caps.iter().map(|(t, c)| (tool(t), usd(c))).collect(),
+            tool_caps: common::tool_caps(tool_caps),
             budget: budget.map(bid),
             tools: None,
             live_holds_max: None,
@@ -132,13 +77,6 @@ impl World {
 
     fn remaining(&self, session: &str) -> Amount {
         self.ledger.session(&sid(session)).unwrap().limit.remaining()
-    }
-}
-
-fn approved(o: &Outcome) -> HoldId {
-    match o {
-        Outcome::Approved { approval, .. } => approval.hold_id,
-        other => panic!("expected approval, got {other:?}"),
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use api::*;
 use client::Client;
-use common::{eventually, Cluster, ADMIN_TOKEN};
+use common::{budget, eventually, Cluster, ADMIN_TOKEN};
 use serde_json::{json, Value};
 
 async fn session(c: &Client, id: &str, cap: &str, extra: Value) -> Client {
@@ -127,14 +127,7 @@ async fn holds_capture_void_expiry_and_caps_over_http() {
     assert_eq!((late.status(), late.code()), (Some(409), Some("authorization_expired")));
 
     // A hierarchy: a session drawing on a team budget under an org budget.
-    admin
-        .create_budget(&CreateBudgetRequest {
-            id: "org:acme".into(),
-            cap: "50".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("org");
+    budget(&admin, "org:acme", "50").await;
     admin
         .create_budget(&CreateBudgetRequest {
             id: "team:research".into(),
@@ -887,14 +880,7 @@ async fn session_create_retried_with_the_same_token_answers_a_working_token() {
 async fn a_tool_cap_added_under_live_holds_then_resolved_keeps_three_nodes_healthy() {
     let cluster = Cluster::start(3, &[]).await;
     let admin = cluster.client(cluster.leader().await);
-    admin
-        .create_budget(&CreateBudgetRequest {
-            id: "org:patch".into(),
-            cap: "100".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("budget");
+    budget(&admin, "org:patch", "100").await;
     let s = session(&admin, "patched", "50", json!({"budget": "org:patch"})).await;
     let hold = |amount: &str, seconds: u64| AuthorizeRequest {
         hold_seconds: Some(seconds),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use api::*;
 use client::Client;
-use common::{eventually, Cluster, ADMIN_TOKEN, GATEWAY_TOKEN};
+use common::{authorize_request, budget, eventually, Cluster, ADMIN_TOKEN, GATEWAY_TOKEN};
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -68,14 +68,31 @@ struct World {
     next: u32,
 }
 
-fn hold_req(key: &str) -> AuthorizeRequest {
-    AuthorizeRequest {
-        amount: Some("1".into()),
-        tool: "search".into(),
-        idempotency_key: Some(key.into()),
-        hold_seconds: Some(3600),
-        ..Default::default()
-    }
+/// Log time moves only with entries: writes budgets until session `id` has
+/// expired by it.
+async fn expire_by_log_time(admin: &Client, id: &str) {
+    let mut tick = 0u32;
+    eventually(
+        &format!("session {id} to expire by log time"),
+        Duration::from_secs(30),
+        || {
+            tick += 1;
+            let n = tick;
+            let admin = admin.clone();
+            async move {
+                admin
+                    .create_budget(&CreateBudgetRequest {
+                        id: format!("org:tick{n}"),
+                        cap: "1".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()?;
+                (admin.get_session(id).await.ok()?.status == "expired").then_some(())
+            }
+        },
+    )
+    .await;
 }
 
 async fn session(admin: &Client, id: &str, expires_in_seconds: u64) -> String {
@@ -95,7 +112,10 @@ async fn session(admin: &Client, id: &str, expires_in_seconds: u64) -> String {
 }
 
 async fn hold(admin: &Client, session: &str, key: &str) -> String {
-    let d = admin.authorize(session, &hold_req(key)).await.expect("authorize");
+    let d = admin
+        .authorize(session, &authorize_request("1", key))
+        .await
+        .expect("authorize");
     assert_eq!(d.decision, "approved", "{d:?}");
     d.authorization_id.expect("id")
 }
@@ -127,14 +147,7 @@ async fn subject(admin: &Client, id: &str, expires_in_seconds: u64, spares: usiz
 impl World {
     async fn build(cluster: &Cluster) -> World {
         let admin = cluster.client(0);
-        admin
-            .create_budget(&CreateBudgetRequest {
-                id: "org:authz".into(),
-                cap: "100000".into(),
-                ..Default::default()
-            })
-            .await
-            .expect("budget");
+        budget(&admin, "org:authz", "100000").await;
         // Each of the routes that pin, capture or void needs an active hold
         // per caller that may succeed; the dead sessions need one per route.
         let a = subject(&admin, "sa", 86_400, 3 * CALLERS.len()).await;
@@ -143,25 +156,7 @@ impl World {
         let e = subject(&admin, "se", 3, 3).await;
         admin.revoke_session("sr").await.expect("revoke");
         // Log time moves only with entries: write until E has expired by it.
-        let mut tick = 0u32;
-        eventually("session se to expire by log time", Duration::from_secs(30), || {
-            tick += 1;
-            let n = tick;
-            let admin = admin.clone();
-            async move {
-                admin
-                    .create_budget(&CreateBudgetRequest {
-                        id: format!("org:tick{n}"),
-                        cap: "1".into(),
-                        ..Default::default()
-                    })
-                    .await
-                    .ok()?;
-                let view = admin.get_session("se").await.ok()?;
-                (view.status == "expired").then_some(())
-            }
-        })
-        .await;
+        expire_by_log_time(&admin, "se").await;
         World {
             api: cluster.nodes[0].api(),
             admin,
@@ -470,18 +465,14 @@ async fn every_route_answers_every_caller_as_documented() {
 async fn a_session_cannot_void_or_capture_a_hold_the_gateway_pinned() {
     let cluster = Cluster::start(1, &[]).await;
     let admin = cluster.client(0);
-    admin
-        .create_budget(&CreateBudgetRequest {
-            id: "org:authz".into(),
-            cap: "1000".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("budget");
+    budget(&admin, "org:authz", "1000").await;
     let token = session(&admin, "agent", 86_400).await;
     let agent = Client::with_timeout(&cluster.nodes[0].api(), Some(token), Duration::from_secs(10)).expect("client");
     let gateway = admin.with_token(GATEWAY_TOKEN);
-    let d = agent.authorize("agent", &hold_req("pay-1")).await.expect("authorize");
+    let d = agent
+        .authorize("agent", &authorize_request("1", "pay-1"))
+        .await
+        .expect("authorize");
     let id = d.authorization_id.expect("approved");
     gateway.mark_settling(&id, "nonce-1").await.expect("the gateway pins");
 
@@ -531,36 +522,12 @@ async fn a_session_cannot_void_or_capture_a_hold_the_gateway_pinned() {
 async fn dead_session_tokens_add_nothing() {
     let cluster = Cluster::start(3, &[]).await;
     let admin = cluster.client(0);
-    admin
-        .create_budget(&CreateBudgetRequest {
-            id: "org:authz".into(),
-            cap: "1000".into(),
-            ..Default::default()
-        })
-        .await
-        .expect("budget");
+    budget(&admin, "org:authz", "1000").await;
     let revoked = session(&admin, "revoked", 86_400).await;
     let expired = session(&admin, "expired", 2).await;
     let held = hold(&admin, "revoked", "before-revoke").await;
     admin.revoke_session("revoked").await.expect("revoke");
-    let mut tick = 0u32;
-    eventually("session expired to expire by log time", Duration::from_secs(30), || {
-        tick += 1;
-        let n = tick;
-        let admin = admin.clone();
-        async move {
-            admin
-                .create_budget(&CreateBudgetRequest {
-                    id: format!("org:tick{n}"),
-                    cap: "1".into(),
-                    ..Default::default()
-                })
-                .await
-                .ok()?;
-            (admin.get_session("expired").await.ok()?.status == "expired").then_some(())
-        }
-    })
-    .await;
+    expire_by_log_time(&admin, "expired").await;
     // Every node has applied the revocation and the expiry (a linearizable
     // read on each).
     for i in 0..3 {
@@ -584,7 +551,7 @@ async fn dead_session_tokens_add_nothing() {
             (&revoked_clients[i % 3], "revoked", "session_revoked")
         };
         let e = c
-            .authorize(id, &hold_req(&format!("hammer-{i}")))
+            .authorize(id, &authorize_request("1", &format!("hammer-{i}")))
             .await
             .expect_err("a dead token cannot authorize");
         assert_eq!((e.status(), e.code()), (Some(403), Some(code)), "{e:?}");

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use api::*;
 use client::{Client, ClientError};
-use common::{eventually, Cluster};
+use common::{authorize_request, budget, eventually, Cluster};
 use futures::future::join_all;
 
 async fn create_session(c: &Client, id: &str, cap: &str) -> String {
@@ -26,16 +26,6 @@ async fn create_session(c: &Client, id: &str, cap: &str) -> String {
         .await
         .expect("create session");
     r.session_token.expect("a new session's token")
-}
-
-fn authorize_request(amount: &str, key: &str) -> AuthorizeRequest {
-    AuthorizeRequest {
-        amount: Some(amount.into()),
-        tool: "search".into(),
-        idempotency_key: Some(key.into()),
-        hold_seconds: Some(3600),
-        ..Default::default()
-    }
 }
 
 /// Authorizes until the outcome is definite, retrying an unknown outcome
@@ -270,13 +260,7 @@ async fn retry_with_the_same_key_through_another_node_after_a_leader_change() {
 async fn whole_cluster_restart_keeps_everything() {
     let mut cluster = Cluster::start(3, &[]).await;
     let c = cluster.client(0);
-    c.create_budget(&CreateBudgetRequest {
-        id: "team:research".into(),
-        cap: "100".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("budget");
+    budget(&c, "team:research", "100").await;
     c.create_session(&CreateSessionRequest {
         id: Some("keep".into()),
         cap: "25".into(),

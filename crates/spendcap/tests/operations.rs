@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use api::*;
 use client::Client;
-use common::{eventually, Cluster, ADMIN_TOKEN, GATEWAY_TOKEN, PEER_TOKEN};
+use common::{authorize_request, eventually, Cluster, ADMIN_TOKEN, GATEWAY_TOKEN, PEER_TOKEN};
 
 fn spendcap(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_spendcap"))
@@ -22,16 +22,6 @@ fn spendcap(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-fn hold(amount: &str, key: &str) -> AuthorizeRequest {
-    AuthorizeRequest {
-        amount: Some(amount.into()),
-        tool: "search".into(),
-        idempotency_key: Some(key.into()),
-        hold_seconds: Some(3600),
-        ..Default::default()
-    }
 }
 
 /// Budgets, sessions, live holds, captures with receipts and voids.
@@ -56,8 +46,14 @@ async fn populate(c: &Client) {
         })
         .await
         .expect("session");
-        let a = c.authorize(&sid, &hold("10", &format!("{sid}-a"))).await.expect("a");
-        let b = c.authorize(&sid, &hold("5", &format!("{sid}-b"))).await.expect("b");
+        let a = c
+            .authorize(&sid, &authorize_request("10", &format!("{sid}-a")))
+            .await
+            .expect("a");
+        let b = c
+            .authorize(&sid, &authorize_request("5", &format!("{sid}-b")))
+            .await
+            .expect("b");
         c.capture(
             a.authorization_id.as_deref().expect("id"),
             &CaptureRequest {
@@ -157,14 +153,17 @@ async fn backup_then_restore_into_a_new_cluster_keeps_every_cent() {
     }
     // The restored cluster keeps deciding: s1 holds 5 and spent 4.25 of 25.
     let d = c
-        .authorize("s1", &hold("15.75", "after-restore"))
+        .authorize("s1", &authorize_request("15.75", "after-restore"))
         .await
         .expect("authorize");
     assert_eq!(d.decision, "approved");
-    let d = c.authorize("s1", &hold("0.01", "over")).await.expect("authorize");
+    let d = c
+        .authorize("s1", &authorize_request("0.01", "over"))
+        .await
+        .expect("authorize");
     assert_eq!(d.reason.as_deref(), Some("session_cap"));
     // Idempotency records came along too.
-    let again = c.authorize("s1", &hold("5", "s1-b")).await.expect("retry");
+    let again = c.authorize("s1", &authorize_request("5", "s1-b")).await.expect("retry");
     assert!(again.replayed);
 }
 
@@ -198,7 +197,10 @@ async fn a_node_is_replaced_by_adding_a_learner_promoting_it_and_removing_the_ol
     // The cluster without the old node decides, and the new node has it all.
     cluster.wait_ready(new).await;
     let c = cluster.client(new);
-    let d = c.authorize("s3", &hold("1", "after-replace")).await.expect("authorize");
+    let d = c
+        .authorize("s3", &authorize_request("1", "after-replace"))
+        .await
+        .expect("authorize");
     assert_eq!(d.decision, "approved");
     let status = c.cluster_status().await.expect("status");
     assert_eq!(status.members.iter().filter(|m| m.voter).count(), 3);
@@ -234,7 +236,7 @@ async fn logs_carry_request_ids_and_never_a_token() {
     let token = created.session_token.expect("token");
     let s = Client::with_timeout(&cluster.nodes[1].api(), Some(token.clone()), Duration::from_secs(10)).expect("c");
     for i in 0..5 {
-        s.authorize("logged", &hold("1", &format!("k{i}")))
+        s.authorize("logged", &authorize_request("1", &format!("k{i}")))
             .await
             .expect("authorize");
     }

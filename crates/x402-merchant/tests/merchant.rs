@@ -93,6 +93,17 @@ async fn make_payment(
     }
 }
 
+/// Asserts `response` is a 402 and returns its `PAYMENT-REQUIRED` header (v2).
+fn payment_required_header(response: &reqwest::Response) -> &str {
+    assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
+    response
+        .headers()
+        .get(headers::PAYMENT_REQUIRED)
+        .unwrap()
+        .to_str()
+        .unwrap()
+}
+
 fn settlement_of(response: &reqwest::Response, version: X402Version) -> SettlementResponse {
     let value = response
         .headers()
@@ -197,8 +208,7 @@ async fn requirements_are_real_and_match_config() {
     assert_eq!(req.extra.as_ref().unwrap()["version"], "2");
 
     let v2 = http.get(merchant.url("/paid/v2/dear")).send().await.unwrap();
-    assert_eq!(v2.status(), StatusCode::PAYMENT_REQUIRED);
-    let header = v2.headers().get(headers::PAYMENT_REQUIRED).unwrap().to_str().unwrap();
+    let header = payment_required_header(&v2);
     let required = PaymentRequiredV2::from_header(header).unwrap();
     assert_eq!(required.accepts[0].network, "eip155:84532");
     assert_eq!(required.accepts[0].amount, 2_500_000);
@@ -221,13 +231,7 @@ async fn nonce_reuse_is_rejected() {
     assert_eq!(first.status(), StatusCode::OK);
 
     let replay = http.get(&url).header(name, &value).send().await.unwrap();
-    assert_eq!(replay.status(), StatusCode::PAYMENT_REQUIRED);
-    let header = replay
-        .headers()
-        .get(headers::PAYMENT_REQUIRED)
-        .unwrap()
-        .to_str()
-        .unwrap();
+    let header = payment_required_header(&replay);
     let required = PaymentRequiredV2::from_header(header).unwrap();
     assert_eq!(required.error.as_deref(), Some(NONCE_REUSED_REASON));
 
@@ -415,8 +419,7 @@ async fn invalid_requirements_switch_serves_malformed_402() {
     assert!(matches!(err, DecodeError::Json(_)), "{err:?}");
 
     let v2 = http.get(merchant.url(V2_PATH)).send().await.unwrap();
-    assert_eq!(v2.status(), StatusCode::PAYMENT_REQUIRED);
-    let header = v2.headers().get(headers::PAYMENT_REQUIRED).unwrap().to_str().unwrap();
+    let header = payment_required_header(&v2);
     let err = PaymentRequiredV2::from_header(header).unwrap_err();
     assert!(matches!(err, DecodeError::Base64(_)), "{err:?}");
     assert_eq!(merchant.stats().payment_required_served, 2);
@@ -448,8 +451,7 @@ async fn unknown_scheme_switch() {
         }
     );
     let paid = http.get(&url).header(name, &value).send().await.unwrap();
-    assert_eq!(paid.status(), StatusCode::PAYMENT_REQUIRED);
-    let header = paid.headers().get(headers::PAYMENT_REQUIRED).unwrap().to_str().unwrap();
+    let header = payment_required_header(&paid);
     let rejected = PaymentRequiredV2::from_header(header).unwrap();
     assert_eq!(rejected.error.as_deref(), Some("invalid_scheme"));
     assert!(merchant.settled().is_empty());

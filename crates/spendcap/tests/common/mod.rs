@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use api::{AuthorizeRequest, CreateBudgetRequest};
 use client::Client;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
@@ -16,6 +17,30 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const PEER_TOKEN: &str = "test-peer-token-0123456789";
 /// The x402 gateway's credential.
 pub const GATEWAY_TOKEN: &str = "test-gateway-token-0123456789";
+
+/// An authorization of `amount` for the `search` tool under idempotency key
+/// `key`, held for an hour.
+pub fn authorize_request(amount: &str, key: &str) -> AuthorizeRequest {
+    AuthorizeRequest {
+        amount: Some(amount.into()),
+        tool: "search".into(),
+        idempotency_key: Some(key.into()),
+        hold_seconds: Some(3600),
+        ..Default::default()
+    }
+}
+
+/// Creates budget `id` with `cap` and nothing else set; panics if refused.
+pub async fn budget(admin: &Client, id: &str, cap: &str) {
+    admin
+        .create_budget(&CreateBudgetRequest {
+            id: id.into(),
+            cap: cap.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("create budget {id}: {e}"));
+}
 
 /// Polls `check` until it returns `Some`, or panics after `timeout`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
