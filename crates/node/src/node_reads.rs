@@ -4,7 +4,7 @@
 //! linearizable passes the read barrier (`crate::reads`) first; these
 //! methods read whatever this node has applied when called.
 
-use ledger::{Amount, Asset, Budget, BudgetId, Hold, HoldId, HoldStatus, Receipt, ReceiptId, Session, SessionId};
+use ledger::{Amount, Asset, Budget, BudgetId, Hold, HoldId, Receipt, ReceiptId, Session, SessionId};
 use storage::{LogId, ReceiptFilter, SnapshotMeta, StateMachineStore, StoreError};
 
 /// Reads of one node's applied state.
@@ -161,12 +161,6 @@ impl<'a> NodeReads<'a> {
     /// A hold that ended, from history.
     pub fn resolved_hold(&self, id: HoldId) -> Result<Option<Hold>, StoreError> {
         self.sm.store().resolved_hold(id)
-    }
-
-    /// How a resolved hold ended (`None` if it is not in history or
-    /// history cannot be read: the caller then answers less precisely).
-    pub fn resolved_status(&self, id: HoldId) -> Option<HoldStatus> {
-        self.resolved_hold(id).ok().flatten().map(|h| h.status)
     }
 
     /// A hold, live or resolved, with its session's asset.

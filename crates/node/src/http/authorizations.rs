@@ -184,11 +184,14 @@ async fn resolve_refusal(s: &AppState, hold: HoldId, r: Refusal, log_index: u64)
             if let Err(e) = await_applied(s, log_index).await {
                 return e;
             }
-            match s.local().resolved_status(hold) {
-                Some(status) => refusal(r, Some(status)),
-                None => ApiError::Internal(format!(
+            match s.local().resolved_hold(hold) {
+                Ok(Some(h)) => refusal(r, Some(h.status)),
+                Ok(None) => ApiError::Internal(format!(
                     "authorization {hold} is neither live nor in history at index {log_index}"
                 )),
+                // A history read that failed is a storage error, not a
+                // missing record.
+                Err(e) => e.into(),
             }
         }
         r => refusal(r, None),
